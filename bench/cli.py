@@ -1,0 +1,144 @@
+"""The ``bench`` command line.  Every failure a user can cause ends in one line."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import bench  # noqa: F401  (RecBole compatibility first)
+from bench.errors import BenchError
+from datasets.prepare import DataError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _common(parser, profile=True):
+    parser.add_argument("--results-dir", default=str(REPO_ROOT / "results"), help="results store (default results/)")
+    parser.add_argument("--reports-dir", default=str(REPO_ROOT / "reports"), help="rendered reports (default reports/)")
+    parser.add_argument("--data-dir", default=None, help="data folder (else $BENCH_DATA_DIR, else ../shared/data/diffurec)")
+    if profile:
+        parser.add_argument("--profile", default="quick", help="profile name or YAML path (default quick)")
+
+
+def cmd_data_stats(args) -> int:
+    from datasets.prepare import card_names, stats_rows
+
+    for row in stats_rows(card_names(), args.data_dir):
+        if row["status"] != "ok":
+            print(f"{row['dataset']:7s} {row['status']}")
+            continue
+        ours, paper = row["ours"], row["paper"]
+        print(f"{row['dataset']:7s} {'':6s} sequences   items    actions  avg_len  sparsity")
+        for label, vals in (("ours", ours), ("paper", paper)):
+            print(f"{'':7s} {label:6s} {vals['sequences']:9,d} {vals['items']:7,d} {vals['actions']:10,d}"
+                  f" {vals['avg_len']:8.2f} {vals['sparsity']:8.2f}%")
+        if row["differs"]:
+            print(f"{'':7s} DIFFERS from Table 1 in: {', '.join(row['differs'])}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from bench.profiles import grid, load_profile
+    from bench.runner import run_entry
+
+    profile = load_profile(args.profile)
+    entries = [e for e in grid(profile, [args.model], [args.dataset], [args.seed])]
+    if not entries:
+        raise BenchError(f"no entry for model={args.model} dataset={args.dataset} seed={args.seed} "
+                         f"in profile '{profile['name']}' (datasets: {profile['datasets']}, seeds: {profile['seeds']})")
+    status, record = run_entry(entries[0], profile, args.results_dir, args.data_dir, args.force,
+                               progress=lambda e: print(f"  epoch {e['epoch']:3d} loss {e['train_loss']:.4f} "
+                                                        f"{'' if e['valid'] is None else 'valid NDCG@10 %.4f' % e['valid']['NDCG@10']}",
+                                                        flush=True))
+    _print_result(entries[0], status, record)
+    return 0 if status != "failed" else 1
+
+
+def _print_result(entry, status, record):
+    if status == "failed":
+        print(f"FAILED {entry.dataset}/{entry.model}/seed-{entry.seed}: {record['error']['type']}: "
+              f"{record['error']['message']}")
+        return
+    m = record["metrics"]["test"]
+    print(f"{status:7s} {entry.dataset}/{entry.model}/seed-{entry.seed}: HR@10 {m['HR@10']:.4f} "
+          f"NDCG@10 {m['NDCG@10']:.4f} ({record['timing']['epochs_run']} epochs, "
+          f"{record['timing']['s_per_epoch']:.1f} s/epoch)")
+
+
+def cmd_grid(args) -> int:
+    from bench.grid import run_grid
+
+    failed = run_grid(args.profile, args.results_dir, args.data_dir, args.models, args.datasets,
+                      args.seeds, executor=args.executor, address=args.address)
+    return 1 if failed else 0
+
+
+def cmd_report(args) -> int:
+    from bench.grid import expected_entries
+    from bench.profiles import load_profile
+    from bench.report import render
+
+    profile = load_profile(args.profile)
+    t0 = time.perf_counter()
+    expected = [(e.dataset, e.model, e.seed) for e in expected_entries(profile)]
+    paths = render(args.results_dir, args.reports_dir, profile["name"], data_dir=args.data_dir, expected=expected)
+    print(f"rendered {len(paths)} files into {Path(args.reports_dir) / profile['name']} "
+          f"in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="dataset commands")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    stats = data_sub.add_parser("stats", help="Table 1: our statistics next to the paper's")
+    stats.add_argument("--data-dir", default=None)
+    stats.set_defaults(func=cmd_data_stats)
+
+    run = sub.add_parser("run", help="train and evaluate one (model, dataset, seed)")
+    _common(run)
+    run.add_argument("--model", required=True)
+    run.add_argument("--dataset", required=True)
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--force", action="store_true", help="rerun even if an identical record exists")
+    run.set_defaults(func=cmd_run)
+
+    grid = sub.add_parser("grid", help="every (model, dataset, seed) of a profile; resumes")
+    _common(grid)
+    grid.add_argument("--models", nargs="+")
+    grid.add_argument("--datasets", nargs="+")
+    grid.add_argument("--seeds", nargs="+", type=int)
+    grid.add_argument("--executor", choices=["local", "ray"], default="local")
+    grid.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
+    grid.set_defaults(func=cmd_grid)
+
+    report = sub.add_parser("report", help="render tables and figures from the records")
+    _common(report)
+    report.set_defaults(func=cmd_report)
+
+    for name, module in (("check", "bench.check"), ("reproduce", "bench.check"), ("speed", "bench.speed")):
+        try:
+            mod = __import__(module, fromlist=["add_parser"])
+        except ImportError:
+            continue
+        getattr(mod, f"add_{name}_parser")(sub, _common)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (BenchError, DataError) as err:
+        print(f"bench: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted; finished runs are kept, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

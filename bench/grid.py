@@ -1,0 +1,65 @@
+"""The run grid: every entry of a profile, resumable, one failure never stops it.
+
+Executors: ``local`` (default, in this process) and ``ray`` (each entry a Ray task
+on a running cluster, writing to the same results store).  Both skip entries whose
+record already exists with the same config hash, so an interrupted grid resumes.
+"""
+from __future__ import annotations
+
+from tqdm import tqdm
+
+from bench.errors import BenchError
+from bench.profiles import grid, load_profile
+from datasets.prepare import DataError, load_card, resolve_data_dir, verified_source
+
+
+def available_datasets(profile: dict, data_dir=None) -> tuple[list[str], dict[str, str]]:
+    """Datasets whose file is present and verified; the others with the reason."""
+    ok, missing = [], {}
+    for name in profile["datasets"]:
+        try:
+            verified_source(load_card(name), resolve_data_dir(data_dir))
+            ok.append(name)
+        except DataError as err:
+            missing[name] = str(err)
+    return ok, missing
+
+
+def expected_entries(profile: dict, models=None, datasets=None, seeds=None):
+    return grid(profile, models, datasets, seeds)
+
+
+def run_grid(profile_name, results_dir, data_dir=None, models=None, datasets=None, seeds=None,
+             executor="local", address=None) -> list:
+    """Run the grid; returns the entries that failed."""
+    profile = load_profile(profile_name)
+    present, missing = available_datasets(profile, data_dir)
+    for name, why in missing.items():
+        if not datasets or name in datasets:
+            tqdm.write(f"skipping dataset {name}: {why}")
+    entries = grid(profile, models, [d for d in (datasets or profile["datasets"]) if d in present], seeds)
+    if executor == "ray":
+        from bench.ray_executor import run_with_ray
+
+        return run_with_ray(entries, profile, results_dir, data_dir, address)
+    if executor != "local":
+        raise BenchError(f"unknown executor '{executor}' (known: local, ray)")
+    from bench.runner import run_entry
+
+    failed = []
+    bar = tqdm(entries, desc=f"grid {profile['name']}", unit="run")
+    for entry in bar:
+        bar.set_postfix_str(f"{entry.dataset}/{entry.model}/seed-{entry.seed}")
+        status, record = run_entry(entry, profile, results_dir, data_dir)
+        if status == "failed":
+            failed.append(entry)
+            tqdm.write(f"FAILED {entry.dataset}/{entry.model}/seed-{entry.seed}: "
+                       f"{record['error']['type']}: {record['error']['message']}")
+        elif status == "ok":
+            m = record["metrics"]["test"]
+            tqdm.write(f"ok     {entry.dataset}/{entry.model}/seed-{entry.seed}: HR@10 {m['HR@10']:.4f} "
+                       f"NDCG@10 {m['NDCG@10']:.4f} ({record['timing']['epochs_run']} ep, "
+                       f"{record['timing']['train_s']:.0f}s train)")
+    bar.close()
+    print(f"grid {profile['name']}: {len(entries)} runs, {len(failed)} failed", flush=True)
+    return failed

@@ -1,0 +1,90 @@
+"""Profiles: named budgets (YAML files in ``bench/profiles/``) and the grid they define."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.errors import BenchError
+from bench.zoo import discover, load_yaml
+
+PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+REQUIRED = ("protocol", "datasets", "models", "seeds", "train")
+KNOWN = REQUIRED + ("description", "max_users", "max_train_prefixes", "max_seq_len",
+                    "model_overrides", "variants", "extra_evals", "determinism")
+
+
+def profile_names() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def load_profile(name: str) -> dict:
+    """A validated profile by name (or path to a YAML file)."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else PROFILES_DIR / f"{name}.yaml"
+    if not path.exists():
+        raise BenchError(f"unknown profile '{name}' (known: {', '.join(profile_names())})")
+    profile = load_yaml(path)
+    missing = [k for k in REQUIRED if k not in profile]
+    if missing:
+        raise BenchError(f"{path}: missing key(s) {', '.join(missing)}")
+    unknown = sorted(set(profile) - set(KNOWN))
+    if unknown:
+        raise BenchError(f"{path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(KNOWN)})")
+    profile["name"] = path.stem
+    profile.setdefault("model_overrides", {})
+    profile.setdefault("variants", [])
+    profile.setdefault("extra_evals", {})
+    profile.setdefault("max_seq_len", {})
+    return profile
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One run of the grid. ``model`` is the grid name (a variant has its own)."""
+
+    dataset: str
+    model: str
+    seed: int
+    base_model: str
+    variant: tuple = field(default=())  # sorted (key, value) pairs overriding params
+
+    @property
+    def variant_params(self) -> dict:
+        return dict(self.variant)
+
+
+def _freeze(params: dict) -> tuple:
+    return tuple(sorted((k, v if not isinstance(v, (list, dict)) else repr(v)) for k, v in params.items()))
+
+
+def grid(profile: dict, models=None, datasets=None, seeds=None) -> list[Entry]:
+    """Every (dataset, model, seed) of a profile, variants included, filtered by the args."""
+    specs = discover()
+    names = [s.name for s in specs.values()] if profile["models"] == "all" else list(profile["models"])
+    for name in names + [v.get("model", "") for v in profile["variants"]]:
+        if name.lower() not in specs:
+            raise BenchError(f"profile '{profile['name']}': unknown model '{name}'")
+    wanted_models = {m.lower() for m in models} if models else None
+    if wanted_models:
+        known = {n.lower() for n in names} | {v["name"].lower() for v in profile["variants"]}
+        bad = sorted(wanted_models - known)
+        if bad:
+            raise BenchError(f"model(s) {', '.join(bad)} not in profile '{profile['name']}'")
+    entries = []
+    for dataset in profile["datasets"]:
+        if datasets and dataset not in datasets:
+            continue
+        for seed in profile["seeds"]:
+            if seeds is not None and seed not in seeds:
+                continue
+            for name in names:
+                if wanted_models is None or name.lower() in wanted_models:
+                    entries.append(Entry(dataset, specs[name.lower()].name, int(seed), specs[name.lower()].name))
+            for var in profile["variants"]:
+                if dataset not in var.get("datasets", profile["datasets"]):
+                    continue
+                if seed not in var.get("seeds", profile["seeds"]):
+                    continue
+                if wanted_models is None or var["name"].lower() in wanted_models:
+                    base = specs[var["model"].lower()].name
+                    entries.append(Entry(dataset, var["name"], int(seed), base, _freeze(var.get("params", {}))))
+    return entries

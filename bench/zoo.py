@@ -1,0 +1,147 @@
+"""Find the models in ``models/``, resolve their hyperparameters and build them.
+
+A model is one file ``models/<name>.py`` defining exactly one ``recbole``
+``SequentialRecommender`` subclass, plus ``models/<name>.yaml`` beside it.  Nothing
+else registers it: dropping the two files in is enough for the grid, the CLI and the
+shared contract test to pick it up.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from recbole.config import Config
+from recbole.model.abstract_recommender import SequentialRecommender
+
+from bench.errors import BenchError
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+# Keys every model gets unless its YAML or the profile says otherwise (RecBole names).
+HARNESS_DEFAULTS = {
+    "loss_type": "CE",  # full softmax over the catalogue, as in the paper
+    "train_neg_sample_args": None,
+    "learning_rate": 1e-3,
+    "weight_decay": 0.0,
+    "train_batch_size": 256,
+    "eval_batch_size": 512,
+    "epochs": 200,
+    "stopping_step": 5,
+    "eval_step": 1,
+}
+# Keys a model YAML may hold that are instructions to the harness, not model arguments.
+SPECIAL_KEYS = ("protocol_overrides",)
+
+
+@dataclass
+class ModelSpec:
+    """One model of the zoo: its class, YAML path and YAML contents."""
+
+    name: str
+    cls: type
+    yaml_path: Path
+    params: dict = field(default_factory=dict)
+    protocol_overrides: dict = field(default_factory=dict)
+
+
+def load_yaml(path: Path) -> dict:
+    """Read a YAML mapping; a syntax error or non-mapping names the file."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as err:
+        raise BenchError(f"malformed YAML in {path}: {err}".replace("\n", " ")) from None
+    except OSError as err:
+        raise BenchError(f"cannot read {path}: {err.strerror}") from None
+    if not isinstance(data, dict):
+        raise BenchError(f"{path}: expected a mapping of keys to values at top level")
+    return data
+
+
+def _model_class(module) -> type:
+    classes = [
+        obj
+        for obj in vars(module).values()
+        if inspect.isclass(obj)
+        and issubclass(obj, SequentialRecommender)
+        and obj.__module__ == module.__name__
+    ]
+    if len(classes) != 1:
+        raise BenchError(
+            f"{module.__file__}: expected exactly one SequentialRecommender subclass, "
+            f"found {len(classes)}"
+        )
+    return classes[0]
+
+
+def discover(models_dir: Path = MODELS_DIR) -> dict[str, ModelSpec]:
+    """All models, keyed by lower-case class name; a .py without a .yaml is ignored."""
+    specs = {}
+    for yaml_path in sorted(Path(models_dir).glob("*.yaml")):
+        module_path = yaml_path.with_suffix(".py")
+        if not module_path.exists():
+            continue
+        module = importlib.import_module(f"models.{yaml_path.stem}")
+        cls = _model_class(module)
+        params = load_yaml(yaml_path)
+        overrides = params.pop("protocol_overrides", None) or {}
+        specs[cls.__name__.lower()] = ModelSpec(cls.__name__, cls, yaml_path, params, overrides)
+    return specs
+
+
+def get_spec(name: str, models_dir: Path = MODELS_DIR) -> ModelSpec:
+    """Look a model up by name (case-insensitive); unknown names list the known ones."""
+    specs = discover(models_dir)
+    try:
+        return specs[name.lower()]
+    except KeyError:
+        known = ", ".join(spec.name for spec in specs.values())
+        raise BenchError(f"unknown model '{name}' (known: {known})") from None
+
+
+def resolve_params(spec: ModelSpec, *layers: dict, protocol: str = "clean") -> dict:
+    """Merge harness defaults < model YAML < each layer in order < protocol overrides."""
+    params = dict(HARNESS_DEFAULTS)
+    params.update(spec.params)
+    for layer in layers:
+        params.update(layer or {})
+    params.update(spec.protocol_overrides.get(protocol, {}) or {})
+    return params
+
+
+class SequenceDataView:
+    """The part of a RecBole ``Dataset`` a sequential model reads at construction.
+
+    Building a real RecBole dataset costs 5-7 s per run; the models only ask for
+    the catalogue and user counts.  Ids follow RecBole: 0 is padding.
+    """
+
+    def __init__(self, n_items: int, n_users: int, item_field="item_id", user_field="user_id"):
+        self._num = {item_field: n_items, user_field: n_users}
+        self.item_num, self.user_num = n_items, n_users
+
+    def num(self, field_name: str) -> int:
+        return self._num[field_name]
+
+
+def recbole_config(cls: type, params: dict, dataset_name: str = "bench") -> Config:
+    """A RecBole ``Config`` for an external model class, pinned to the CPU if no GPU."""
+    params = dict(params)
+    params.setdefault("data_path", str(Path.cwd()))
+    params.setdefault("show_progress", False)
+    params.setdefault("checkpoint_dir", "/tmp/bench-checkpoints")
+    argv, sys.argv = sys.argv, sys.argv[:1]  # RecBole's Config parses the command line
+    try:
+        return Config(model=cls, dataset=dataset_name, config_dict=params)
+    finally:
+        sys.argv = argv
+
+
+def build_model(spec: ModelSpec, params: dict, n_items: int, n_users: int):
+    """Instantiate ``spec.cls`` for a catalogue of ``n_items`` ids (padding included)."""
+    config = recbole_config(spec.cls, params)
+    view = SequenceDataView(n_items, n_users, config["ITEM_ID_FIELD"], config["USER_ID_FIELD"])
+    return spec.cls(config, view), config
