@@ -123,7 +123,7 @@ def rank_targets(model, inst: Instances, batch_size: int, width: int | None = No
         scores = torch.nan_to_num(scores, nan=-math.inf)
         scores[:, 0] = -math.inf
         target = scores.gather(1, batch["item_id"].unsqueeze(1))
-        ranks[idx] = ((scores >= target).sum(1) - 1).numpy()
+        ranks[idx] = ((scores[:, 1:] >= target).sum(1) - 1).numpy()  # padding never counts
     return ranks
 
 

@@ -25,7 +25,9 @@ class BERT4Rec(_RecBoleBERT4Rec):
     def _cloze(self, item_seq):
         """(B, L) ids -> masked ids, (B, L) bool positions that enter the loss."""
         real = item_seq > 0
-        masked = (torch.rand(item_seq.shape, device=item_seq.device) < self.mask_ratio) & real
+        # draw for the full width, then cut: the masks do not depend on batch trimming
+        draws = torch.rand(item_seq.shape[0], self.max_seq_length, device=item_seq.device)
+        masked = (draws[:, : item_seq.shape[1]] < self.mask_ratio) & real
         masks_at_or_after = masked.flip(1).long().cumsum(1).flip(1)
         masked &= masks_at_or_after <= self.mask_item_length
         in_loss = masked.clone()

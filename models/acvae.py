@@ -1,0 +1,228 @@
+"""ACVAE: Xie, Liu, Zhang, Zhou & Yu, "Adversarial and Contrastive Variational
+Autoencoder for Sequential Recommendation", WWW 2021.
+
+Implemented (Sec. 3 of the paper; architecture and loss weights as in the authors'
+code ACVAE/ACVAE-PyTorch):
+
+- Sequence encoder (Sec. 3.4): item embedding -> dropout -> GRU (global dependencies)
+  -> a causal convolutional block (1x1 conv, width-5 causal conv, 1x1 conv, residual;
+  local dependencies) -> linear head giving z_t.  The posterior q(z_t | x_{1:t}) is
+  *implicit*: noise eps ~ N(0, I) is mapped through tanh(W eps + b) and added to the
+  hidden states before each of the first two conv layers (the AVB "noise input" of
+  Sec. 3.2), so q need not be Gaussian.
+- Decoder: z_t -> tanh layer -> logits over all items; reconstruction term = the
+  multinomial log-likelihood of the next item at every step.
+- Adversarial Variational Bayes (Sec. 3.2, Eq. 5-8): a discriminator T(x_t, z_t)
+  (residual MLP on the step's item embedding and z; its output already contains the
+  log-prior term 0.5 z^2, as in the authors' code) is trained with the logistic loss
+  to tell posterior samples z ~ q(z | x) from prior samples z ~ N(0, I) (Eq. 6); at
+  its optimum T(x, z) = log q(z | x) - log p(z), so the generator's KL term of the
+  ELBO is replaced by alpha * T(x, z) (Eq. 7-8).
+- Contrastive loss (Sec. 3.3): a recurrent critic T'(x_{1:t}, z_t) (GRU over the
+  concatenated item embeddings and latents) scores matched pairs against latents of
+  another user of the batch; -log sigma(T'(x, z_u)) - log(1 - sigma(T'(x, z_u'))),
+  weight beta, minimised by both the encoder and the critic (it maximises a
+  Jensen-Shannon bound on the mutual information between sequence and latent, which
+  makes latents user-specific).
+- Loss = reconstruction + alpha * T(x, z) + beta * contrastive (+ the discriminator's
+  own loss, see below).  alpha = 0.05 weighs the adversarial KL term and beta = 0.1
+  the contrastive term (``kl_weight`` and ``contrast_weight`` of the authors' code).
+
+Adaptations to this harness:
+
+- Leave-one-out next-item prediction with full ranking over all items; each training
+  instance is a prefix ``item_id_list`` with target ``item_id``: step t predicts item
+  t+1 of the known sequence (prefix followed by the target), summed over real steps
+  and divided by the batch size (the authors' normalisation).  The discriminator and
+  contrastive terms are summed over real steps the same way.
+- One optimizer, one loss: the authors step three optimizers (AdamW for the VAE, SGD
+  for the contrastive critic + encoder, SGD for the discriminator on detached inputs).
+  Here a single ``calculate_loss`` returns the sum of
+    (a) the generator objective: reconstruction + alpha * T(x, z) + beta * contrastive,
+        with T evaluated through *detached copies of its parameters*
+        (``torch.func.functional_call``), so this term moves the encoder and the
+        embeddings but never the discriminator, and
+    (b) the discriminator objective: the logistic loss of T on *detached* x, z and
+        prior samples, so this term moves only the discriminator.
+  One backward thus gives each player the gradient of its own objective (min-max
+  without gradient reversal); the critic T' is cooperative and simply minimises (a).
+  Learning rates and weight decay are the harness's, shared by all parts.
+- Contrastive negatives: the authors' code pairs each user's sequence with the latents
+  of the next user in the batch (batch rolled by one); kept as is (a binary, JSD-style
+  estimator with one negative, not a softmax InfoNCE over the whole batch).
+- Evaluation: scores are the decoder logits at the last real position, with the
+  encoder's noise set to zero, so scores are deterministic (the authors sample noise
+  at evaluation too).  Already-seen items are not masked out.
+- The step's data x fed to T and T' is the item embedding at that step, as in the
+  authors' code.  Every module is causal in time (GRU, left-padded conv, GRU critic),
+  so outputs at real positions do not depend on trailing padding.
+- The paper uses the authors' time-split evaluation (last 20% of each user); here
+  leave-one-out.  KL annealing is off, as in the authors' default configuration.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import SequentialRecommender
+from torch.func import functional_call
+
+
+class NoiseInjection(nn.Module):
+    """x + tanh(W eps + b), eps ~ N(0, I) in training; eps = 0 in evaluation."""
+
+    def __init__(self, width):
+        super().__init__()
+        self.linear = nn.Linear(width, width)
+
+    def forward(self, x):
+        eps = torch.randn_like(x) if self.training else torch.zeros_like(x)
+        return x + torch.tanh(self.linear(eps))
+
+
+class CausalConvEncoder(nn.Module):
+    """GRU states (B, L, H) -> implicit-posterior latents (B, L, latent); causal in L."""
+
+    def __init__(self, width, latent_size, kernel_size=5, dropout=0.5):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.noise = NoiseInjection(width)
+        self.pointwise_in = nn.Conv1d(width, width, kernel_size=1)
+        self.causal = nn.Conv1d(width, 2 * width, kernel_size=kernel_size)
+        self.pointwise_out = nn.Conv1d(2 * width, width, kernel_size=1)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(width, latent_size)
+
+    def forward(self, h):
+        y = F.softplus(self.pointwise_in(self.noise(h).transpose(1, 2))).transpose(1, 2)
+        y = F.pad(self.noise(y).transpose(1, 2), (self.kernel_size - 1, 0))  # left pad only
+        y = F.softplus(self.causal(y))
+        y = F.softplus(self.pointwise_out(y)).transpose(1, 2)
+        return self.head(self.dropout(h + y))
+
+
+class PriorDiscriminator(nn.Module):
+    """T(x, z): per-step, per-dimension logits of 'z came from q(z|x)' vs 'from p(z)'."""
+
+    def __init__(self, x_size, latent_size, width=128, blocks=2, dropout=0.2):
+        super().__init__()
+        self.inp = nn.Linear(x_size + latent_size, width)
+        self.inner = nn.ModuleList(nn.Linear(width, width) for _ in range(blocks))
+        self.outer = nn.ModuleList(nn.Linear(width, width) for _ in range(blocks))
+        self.out = nn.Linear(width, latent_size)
+        self.drop_in, self.drop_out = nn.Dropout(dropout), nn.Dropout(dropout)
+
+    def forward(self, x, z):
+        h = self.drop_in(self.inp(torch.cat([x, z], dim=-1)))
+        for inner, outer in zip(self.inner, self.outer):
+            h = F.elu(h + outer(inner(h)))
+        return self.drop_out(self.out(h)) + 0.5 * z.pow(2)
+
+
+class ContrastiveCritic(nn.Module):
+    """T'(x_{1:t}, z_t): a GRU over [item embedding, latent] -> one logit per step."""
+
+    def __init__(self, x_size, latent_size, width=128):
+        super().__init__()
+        self.gru = nn.GRU(x_size + latent_size, width, batch_first=True)
+        self.out = nn.Linear(width, 1)
+
+    def forward(self, x, z):
+        h, _ = self.gru(torch.cat([x, z], dim=-1))
+        return self.out(F.gelu(h)).squeeze(-1)
+
+
+class ACVAE(SequentialRecommender):
+    """Recurrent-convolutional VAE with an AVB adversarial posterior and contrastive loss."""
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.embedding_size = config["embedding_size"]
+        self.hidden_size = config["hidden_size"]
+        self.latent_size = config["latent_size"]
+        self.alpha = float(config["kl_weight"])
+        self.beta = float(config["contrast_weight"])
+
+        self.item_embedding = nn.Embedding(self.n_items, self.embedding_size, padding_idx=0)
+        self.embedding_dropout = nn.Dropout(config["embedding_dropout"])
+        self.gru = nn.GRU(self.embedding_size, self.hidden_size, batch_first=True)
+        self.encoder = CausalConvEncoder(self.hidden_size, self.latent_size,
+                                         dropout=config["encoder_dropout"])
+        self.dec_hidden = nn.Linear(self.latent_size, self.embedding_size)
+        self.dec_out = nn.Linear(self.embedding_size, self.n_items)
+        nn.init.xavier_normal_(self.dec_hidden.weight)
+        nn.init.xavier_normal_(self.dec_out.weight)
+
+        self.discriminator = PriorDiscriminator(self.embedding_size, self.latent_size,
+                                                config["discriminator_size"])
+        self.critic = ContrastiveCritic(self.embedding_size, self.latent_size,
+                                        config["discriminator_size"])
+
+    # ------------------------------------------------------------------ model
+    def encode(self, item_seq):
+        """(B, L) items -> item embeddings x (B, L, E) and latents z (B, L, latent)."""
+        x = self.item_embedding(item_seq)
+        h, _ = self.gru(self.embedding_dropout(x))
+        return x, self.encoder(h)
+
+    def decode(self, z):
+        return self.dec_out(torch.tanh(self.dec_hidden(z)))
+
+    def discriminator_loss(self, x, z, real):
+        """Logistic loss of T: posterior samples -> 1, prior samples -> 0 (Eq. 6).
+
+        Inputs are detached: this term trains only the discriminator.
+        """
+        x, z = x.detach(), z.detach()
+        prior = torch.randn_like(z)
+        per_dim = F.softplus(-self.discriminator(x, z)) + F.softplus(self.discriminator(x, prior))
+        return (per_dim.mean(-1) * real).sum() / x.shape[0]
+
+    def adversarial_kl(self, x, z, real):
+        """alpha-free generator KL term E_q[T(x, z)] with T's parameters frozen (Eq. 8)."""
+        frozen = {name: p.detach() for name, p in self.discriminator.named_parameters()}
+        t = functional_call(self.discriminator, frozen, (x, z))
+        return (t.mean(-1) * real).sum() / x.shape[0]
+
+    def contrastive_loss(self, x, z, real):
+        """-log s(T'(x, z_u)) - log(1 - s(T'(x, z_u'))), u' = next user in the batch."""
+        shuffled = torch.roll(z, shifts=-1, dims=0)
+        per_step = F.softplus(-self.critic(x, z)) + F.softplus(self.critic(x, shuffled))
+        return (per_step * real).sum() / x.shape[0]
+
+    def loss_terms(self, interaction):
+        """The four terms of the single loss (see the module docstring), unweighted."""
+        item_seq = interaction[self.ITEM_SEQ]
+        item_len = interaction[self.ITEM_SEQ_LEN]
+        target = interaction[self.POS_ITEM_ID]
+        B, L = item_seq.shape
+        real = (torch.arange(L, device=item_seq.device).view(1, L) < item_len.view(B, 1)).float()
+
+        x, z = self.encode(item_seq)
+        known = torch.cat([item_seq, item_seq.new_zeros(B, 1)], dim=1)
+        known = known.scatter(1, item_len.view(-1, 1), target.view(-1, 1))
+        next_items = known[:, 1:]  # (B, L): item after each step
+        mask = real.bool()
+        log_probs = F.log_softmax(self.decode(z[mask]), dim=-1)  # real steps only
+        reconstruction = -log_probs.gather(1, next_items[mask].view(-1, 1)).sum() / B
+        return {
+            "reconstruction": reconstruction,
+            "adversarial_kl": self.adversarial_kl(x, z, real),
+            "contrastive": self.contrastive_loss(x, z, real),
+            "discriminator": self.discriminator_loss(x, z, real),
+        }
+
+    def calculate_loss(self, interaction):
+        t = self.loss_terms(interaction)
+        generator = t["reconstruction"] + self.alpha * t["adversarial_kl"] + self.beta * t["contrastive"]
+        return generator + t["discriminator"]
+
+    # ------------------------------------------------------------------ scoring
+    def _last_logits(self, interaction):
+        _, z = self.encode(interaction[self.ITEM_SEQ])
+        return self.decode(self.gather_indexes(z, interaction[self.ITEM_SEQ_LEN] - 1))
+
+    def predict(self, interaction):
+        logits = self._last_logits(interaction)
+        return logits.gather(1, interaction[self.ITEM_ID].view(-1, 1)).squeeze(1)
+
+    def full_sort_predict(self, interaction):
+        return self._last_logits(interaction)

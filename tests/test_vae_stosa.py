@@ -1,0 +1,216 @@
+"""SVAE, ACVAE and STOSA: the model contract plus one model-specific check each."""
+import math
+
+import bench  # noqa: F401  (compat patches before any RecBole import)
+import pytest
+import torch
+from recbole.data.interaction import Interaction
+
+from bench import zoo
+
+N_ITEMS, N_USERS = 31, 20  # item ids 1..30, 0 = padding
+MODELS = ["SVAE", "ACVAE", "STOSA"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def build(name, **overrides):
+    spec = zoo.get_spec(name)
+    params = zoo.resolve_params(spec, {"MAX_ITEM_LIST_LENGTH": 12}, overrides)
+    model, _ = zoo.build_model(spec, params, N_ITEMS, N_USERS)
+    return model
+
+
+def batch(width=None, seed=0):
+    """Six right-padded histories of lengths 1..7, trimmed to the longest unless width."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor([1, 3, 7, 2, 5, 4])
+    width = int(lengths.max()) if width is None else width
+    seq = torch.randint(1, N_ITEMS, (len(lengths), 12), generator=g)
+    seq[torch.arange(12).view(1, -1) >= lengths.view(-1, 1)] = 0
+    seq = seq[:, :width]
+    return Interaction({
+        "item_id_list": seq,
+        "item_length": lengths,
+        "item_id": torch.randint(1, N_ITEMS, (len(lengths),), generator=g),
+        "user_id": torch.arange(1, len(lengths) + 1),
+    })
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_loss_finite_and_gradients_reach_every_parameter(name):
+    torch.manual_seed(0)
+    model = build(name)
+    model.train()
+    loss = model.calculate_loss(batch())
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    loss.backward()
+    missing = [n for n, p in model.named_parameters()
+               if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    assert not missing, f"no gradient reaches {missing}"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_scores_shape_and_predict_agrees(name):
+    torch.manual_seed(0)
+    model = build(name).eval()
+    inter = batch()
+    with torch.no_grad():
+        scores = model.full_sort_predict(inter)
+        single = model.predict(inter)
+    assert scores.shape == (6, N_ITEMS) and torch.isfinite(scores).all()
+    expected = scores.gather(1, inter["item_id"].view(-1, 1)).squeeze(1)
+    torch.testing.assert_close(single, expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_trailing_padding_changes_no_score(name):
+    torch.manual_seed(0)
+    model = build(name).eval()
+    with torch.no_grad():
+        trimmed = model.full_sort_predict(batch())
+        padded = model.full_sort_predict(batch(width=12))
+    torch.testing.assert_close(trimmed, padded, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_deterministic_under_seed(name):
+    def run():
+        torch.manual_seed(123)
+        model = build(name)
+        model.train()
+        loss = model.calculate_loss(batch())
+        loss.backward()
+        model.eval()
+        with torch.no_grad():
+            return loss.detach(), model.full_sort_predict(batch())
+
+    (loss_a, scores_a), (loss_b, scores_b) = run(), run()
+    assert torch.equal(loss_a, loss_b) and torch.equal(scores_a, scores_b)
+
+
+# ----------------------------------------------------------------------------- SVAE
+def test_svae_kl_weight_anneals_with_training_steps():
+    torch.manual_seed(0)
+    model = build("SVAE", anneal_steps=4, kl_max=0.2)
+    assert model.kl_weight() == 0.0
+    model.train()
+    for _ in range(2):
+        model.calculate_loss(batch())
+    assert model.kl_weight() == pytest.approx(0.1)
+    model.eval()
+    model.calculate_loss(batch())  # evaluation does not advance the schedule
+    assert model.kl_weight() == pytest.approx(0.1)
+    model.train()
+    for _ in range(5):
+        model.calculate_loss(batch())
+    assert model.kl_weight() == pytest.approx(0.2)  # capped at kl_max
+    assert "train_steps" in model.state_dict()  # the schedule survives checkpoints
+
+
+def test_svae_next_k_windows_use_known_items_only():
+    model = build("SVAE", next_k=3)
+    seq = torch.tensor([[3, 4, 3, 0], [7, 0, 0, 0]])
+    windows, valid = model.next_k_targets(seq, torch.tensor([3, 1]), torch.tensor([4, 8]))
+    # known sequences: 3 4 3 | 4   and   7 | 8
+    assert windows[0, 0].tolist() == [4, 3, 4] and valid[0, 0].tolist() == [True, True, False]
+    assert windows[0, 2].tolist() == [4, 0, 0] and valid[0, 2].tolist() == [True, False, False]
+    assert windows[1, 0].tolist() == [8, 0, 0] and valid[1, 0].tolist() == [True, False, False]
+
+
+# ---------------------------------------------------------------------------- ACVAE
+def test_acvae_discriminator_gets_its_own_ascent_gradient():
+    """One backward of the total loss gives T the gradient of its own objective only,
+    and a step along it increases that objective (lowers its logistic loss)."""
+    torch.manual_seed(0)
+    model = build("ACVAE")
+    model.train()
+    disc = [p for p in model.discriminator.parameters()]
+    inter = batch()
+
+    torch.manual_seed(1)
+    terms = model.loss_terms(inter)
+    total = (terms["reconstruction"] + model.alpha * terms["adversarial_kl"]
+             + model.beta * terms["contrastive"] + terms["discriminator"])
+    grad_total = torch.autograd.grad(total, disc, retain_graph=True)
+    grad_own = torch.autograd.grad(terms["discriminator"], disc, retain_graph=True)
+    for a, b in zip(grad_total, grad_own):
+        torch.testing.assert_close(a, b)
+    # the generator's T term still reaches the encoder, but never T's parameters
+    gen_grads = torch.autograd.grad(terms["adversarial_kl"], disc + [model.encoder.head.weight],
+                                    allow_unused=True)
+    assert all(g is None or not g.any() for g in gen_grads[:-1])
+    assert gen_grads[-1] is not None and gen_grads[-1].abs().sum() > 0
+
+    norm = math.sqrt(sum(float(g.pow(2).sum()) for g in grad_total))
+    with torch.no_grad():
+        for p, g in zip(disc, grad_total):
+            p -= 1e-2 * g / norm
+    torch.manual_seed(1)  # same noise, dropout masks and prior samples
+    after = model.loss_terms(inter)["discriminator"]
+    assert after < terms["discriminator"]
+
+
+# ---------------------------------------------------------------------------- STOSA
+def naive_w2(mean1, cov1, mean2, cov2):
+    """W2^2 of N(m1, S1), N(m2, S2) from the general formula with full matrices:
+    ||m1 - m2||^2 + tr(S1 + S2 - 2 (S2^1/2 S1 S2^1/2)^1/2)."""
+    s1, s2 = torch.diag(cov1.double()), torch.diag(cov2.double())
+
+    def sqrtm(a):
+        vals, vecs = torch.linalg.eigh(a)
+        return vecs @ torch.diag(vals.clamp_min(0).sqrt()) @ vecs.T
+
+    r2 = sqrtm(s2)
+    cross = sqrtm(r2 @ s1 @ r2)
+    return float((mean1 - mean2).double().pow(2).sum() + torch.trace(s1 + s2 - 2 * cross))
+
+
+def test_stosa_wasserstein_helpers_match_direct_computation():
+    from models.stosa import wasserstein_distance, wasserstein_distance_matmul
+
+    g = torch.Generator().manual_seed(0)
+    m1, m2 = torch.randn(3, 8, generator=g), torch.randn(4, 8, generator=g)
+    c1, c2 = torch.rand(3, 8, generator=g) + 0.1, torch.rand(4, 8, generator=g) + 0.1
+    pairwise = wasserstein_distance_matmul(m1, c1, m2, c2)
+    assert pairwise.shape == (3, 4)
+    for i in range(3):
+        for j in range(4):
+            direct = naive_w2(m1[i], c1[i], m2[j], c2[j])
+            assert float(pairwise[i, j]) == pytest.approx(direct, rel=1e-4, abs=1e-4)
+            assert float(wasserstein_distance(m1[i], c1[i], m2[j], c2[j])) == pytest.approx(
+                direct, rel=1e-4, abs=1e-4)
+
+
+def test_stosa_ranking_score_is_negative_w2_to_each_item():
+    torch.manual_seed(0)
+    model = build("STOSA").eval()
+    inter = batch()
+    with torch.no_grad():
+        scores = model.full_sort_predict(inter)
+        mean, cov = model.forward(inter["item_id_list"])
+        last = inter["item_length"] - 1
+        for b in range(len(last)):
+            m, c = mean[b, last[b]], cov[b, last[b]]
+            for item in (1, 7, 30):
+                im = model.item_mean_embedding.weight[item]
+                ic = torch.nn.functional.elu(model.item_cov_embedding.weight[item]) + 1
+                assert float(scores[b, item]) == pytest.approx(-naive_w2(m, c, im, ic), rel=1e-4, abs=1e-3)
+
+
+def test_stosa_negatives_come_from_the_global_rng():
+    model = build("STOSA")
+    model.train()
+    torch.manual_seed(5)
+    a = model.calculate_loss(batch())
+    torch.manual_seed(5)
+    b = model.calculate_loss(batch())
+    torch.manual_seed(6)
+    c = model.calculate_loss(batch())
+    assert torch.equal(a, b) and not torch.equal(a, c)
