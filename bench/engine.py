@@ -164,6 +164,9 @@ def fit(model, params: dict, train: Instances, valid: Instances, test: Instances
 
     clean: one checkpoint, the best validation NDCG@10; patience ``stopping_step``
       validations.
+    A model whose ``set_epoch(epoch)`` returns True (its objective changed, e.g. a
+    second training stage) gets its patience reset; no run stops before
+    ``min_epochs``.
     paper: the DiffuRec authors' rule: whenever *any* validation metric improves the
       test set is ranked with that checkpoint; each metric is reported at its own best
       validation epoch; stop after ``stopping_step`` validations without any gain.
@@ -180,8 +183,8 @@ def fit(model, params: dict, train: Instances, valid: Instances, test: Instances
     best_state, best_valid, bad_validations = None, None, 0
     train_lengths = train.lengths
     for epoch in range(int(params["epochs"])):
-        if hasattr(model, "set_epoch"):
-            model.set_epoch(epoch)
+        if hasattr(model, "set_epoch") and model.set_epoch(epoch):
+            bad_validations = 0  # the objective changed (a new stage): patience starts afresh
         model.train()
         t0, total, count = time.perf_counter(), 0.0, 0
         batches = epoch_batches(train_lengths, batch_size, rng, params.get("length_bucketing", True))
@@ -231,7 +234,8 @@ def fit(model, params: dict, train: Instances, valid: Instances, test: Instances
         result.curve.append(entry)
         if progress is not None:
             progress(entry)
-        if entry["valid"] is not None and bad_validations >= int(params["stopping_step"]):
+        patient = epoch + 1 < int(params.get("min_epochs") or 0)
+        if entry["valid"] is not None and bad_validations >= int(params["stopping_step"]) and not patient:
             break
     if best_state is not None:
         model.load_state_dict(best_state)

@@ -602,6 +602,8 @@ def _new_fig(height: float, nrows=1, ncols=1, **kw):
 
 def _save(fig, folder: Path, stem: str, written: list) -> None:
     folder.mkdir(parents=True, exist_ok=True)
+    fig.draw_without_rendering()  # lay out once, then keep those positions for both formats
+    fig.set_layout_engine("none")
     for ext in ("png", "pdf"):
         path = folder / f"{stem}.{ext}"
         fig.savefig(path)
@@ -645,9 +647,6 @@ def fig_breakdown(summary: pd.DataFrame, dataset: str, kind: str, models: Sequen
                            color=[colors[m] for m in models], edgecolor="black", linewidth=0.3,
                            hatch=hatch, label=group, error_kw={"elinewidth": 0.6})
                 ax.set_xticks(x, models, rotation=45, ha="right")
-                from matplotlib.patches import Patch
-                ax.legend(handles=[Patch(facecolor="white", edgecolor="black", hatch=h, label=g)
-                                   for g, h in zip(groups, ("", "///"))], loc="upper right", frameon=False)
             else:
                 x = np.arange(len(groups))
                 for m in models:
@@ -662,6 +661,12 @@ def fig_breakdown(summary: pd.DataFrame, dataset: str, kind: str, models: Sequen
         if kind == "length":
             fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center",
                        ncol=min(4, len(models)), frameon=False)
+        else:
+            from matplotlib.patches import Patch
+
+            fig.legend(handles=[Patch(facecolor="white", edgecolor="black", hatch=h, label=g)
+                                for g, h in zip(groups, ("", "///"))], loc="outside lower center", ncol=2,
+                       frameon=False)
         what = "head vs long-tail test items" if kind == "head_tail" else "sequence-length groups"
         fig.suptitle(f"{_title(dataset)}: {what} (mean ± std over seeds)")
         _save(fig, folder, stem, written)
@@ -697,19 +702,19 @@ def fig_reverse_steps(points: pd.DataFrame, dataset: str, folder: Path, stem: st
     """Fig. 12: HR@K and NDCG@K against the number of reverse steps."""
     steps = sorted(points["setting"].unique())
     with _fig_env():
-        fig, axes = _new_fig(2.0, 1, 2)
+        fig, axes = _new_fig(2.2, 1, 2)
         for ax, kind in zip(axes[0], ("HR", "NDCG")):
             for metric, marker in zip([m for m in METRICS if m.startswith(kind + "@")], "osd"):
                 s = points[points["metric"] == metric].set_index("setting")
                 mean = np.array([s["mean"].get(k, np.nan) for k in steps]) * 100
                 std = np.array([s["std"].get(k, np.nan) for k in steps]) * 100
-                ax.errorbar(steps, mean, yerr=_errbar(std), marker=marker, label=metric)
+                ax.errorbar(steps, mean, yerr=_errbar(std), marker=marker, label="K = " + metric.split("@")[1])
             ax.set_xscale("log", base=2)
             ax.set_xticks(steps, [str(int(k)) for k in steps])
             ax.set_xlabel("reverse steps")
             ax.set_ylabel(f"{kind}@K (%)")
-            ax.legend(frameon=False)
             ax.grid(linewidth=0.3, alpha=0.5)
+        fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncol=3, frameon=False)
         fig.suptitle(f"{_title(dataset)}: DiffuRec vs reverse steps (mean ± std over seeds)")
         _save(fig, folder, stem, written)
 
@@ -739,7 +744,7 @@ def fig_efficiency(inference: pd.DataFrame, baselines: pd.DataFrame, batch: pd.D
     """Fig. 11: inference seconds per user vs reverse steps (left), s per training batch (right)."""
     panels = int(len(inference) > 0) + int(len(batch) > 0)
     with _fig_env():
-        fig, axes = _new_fig(2.0 * panels + 0.4, panels, 1)
+        fig, axes = _new_fig(2.2 * panels + 0.4, panels, 1)
         i = 0
         if len(inference):
             ax = axes[i, 0]
@@ -755,7 +760,7 @@ def fig_efficiency(inference: pd.DataFrame, baselines: pd.DataFrame, batch: pd.D
             ax.set_xticks(steps, [str(int(k)) for k in steps])
             ax.set_xlabel("reverse steps")
             ax.set_ylabel("inference ms / user")
-            ax.legend(frameon=False, ncol=2)
+            ax.legend(frameon=False, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.32))
             ax.grid(linewidth=0.3, alpha=0.5)
         if len(batch):
             ax = axes[i, 0]
@@ -1117,6 +1122,17 @@ def render(results_dir, reports_dir, profile: str, data_dir=None,
     else:
         notes.append("Table 3 not written: no DiffuRec ablation runs (approximator = gru or rounding = "
                      "neg_sq_distance) beside a DiffuRec run")
+
+    # Every (dataset, model, metric) of the profile, variants included
+    summary = stats.summarize(col.values)
+    if len(summary):
+        summary = summary.merge(col.runs[["dataset", "model", "base_model", "variant", "role"]]
+                                .drop_duplicates(["dataset", "model"]), on=["dataset", "model"], how="left")
+        rows = [[_title(r["dataset"]), r["model"], r["metric"], _cell(r["mean"], r["std"]), str(int(r["n"])),
+                 f"[{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]"] for _, r in summary.iterrows()]
+        table("All runs (variants included), mean ± std over seeds", "summary_all_runs",
+              "# All runs: test metrics (%, mean ± std over seeds, 95% t-interval)\n\n"
+              + _md_table(["Dataset", "Model", "Metric", "Mean ± std", "Seeds", "95% CI"], rows), summary)
 
     # Gap to the paper
     gap = gap_to_paper(col)

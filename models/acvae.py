@@ -1,24 +1,24 @@
 """ACVAE: Xie, Liu, Zhang, Zhou & Yu, "Adversarial and Contrastive Variational
 Autoencoder for Sequential Recommendation", WWW 2021.
 
-Implemented (Sec. 3 of the paper; architecture and loss weights as in the authors'
-code ACVAE/ACVAE-PyTorch):
+Equations implemented (named by content; architecture and loss weights as in the
+authors' code ACVAE/ACVAE-PyTorch):
 
-- Sequence encoder (Sec. 3.4): item embedding -> dropout -> GRU (global dependencies)
-  -> a causal convolutional block (1x1 conv, width-5 causal conv, 1x1 conv, residual;
-  local dependencies) -> linear head giving z_t.  The posterior q(z_t | x_{1:t}) is
-  *implicit*: noise eps ~ N(0, I) is mapped through tanh(W eps + b) and added to the
-  hidden states before each of the first two conv layers (the AVB "noise input" of
-  Sec. 3.2), so q need not be Gaussian.
+- Recurrent + convolutional sequence encoder: item embedding -> dropout -> GRU
+  (global dependencies) -> a causal convolutional block (1x1 conv, width-5 causal
+  conv, 1x1 conv, residual; local dependencies) -> linear head giving z_t.  The
+  posterior q(z_t | x_{1:t}) is *implicit*: noise eps ~ N(0, I) is mapped through
+  tanh(W eps + b) and added to the hidden states before each of the first two conv
+  layers (the AVB "noise input"), so q need not be Gaussian.
 - Decoder: z_t -> tanh layer -> logits over all items; reconstruction term = the
   multinomial log-likelihood of the next item at every step.
-- Adversarial Variational Bayes (Sec. 3.2, Eq. 5-8): a discriminator T(x_t, z_t)
+- Adversarial Variational Bayes objective: a discriminator T(x_t, z_t)
   (residual MLP on the step's item embedding and z; its output already contains the
   log-prior term 0.5 z^2, as in the authors' code) is trained with the logistic loss
-  to tell posterior samples z ~ q(z | x) from prior samples z ~ N(0, I) (Eq. 6); at
+  to tell posterior samples z ~ q(z | x) from prior samples z ~ N(0, I); at
   its optimum T(x, z) = log q(z | x) - log p(z), so the generator's KL term of the
-  ELBO is replaced by alpha * T(x, z) (Eq. 7-8).
-- Contrastive loss (Sec. 3.3): a recurrent critic T'(x_{1:t}, z_t) (GRU over the
+  ELBO is replaced by alpha * T(x, z) (the AVB form of the ELBO).
+- Contrastive loss: a recurrent critic T'(x_{1:t}, z_t) (GRU over the
   concatenated item embeddings and latents) scores matched pairs against latents of
   another user of the batch; -log sigma(T'(x, z_u)) - log(1 - sigma(T'(x, z_u'))),
   weight beta, minimised by both the encoder and the critic (it maximises a
@@ -47,6 +47,7 @@ Adaptations to this harness:
   One backward thus gives each player the gradient of its own objective (min-max
   without gradient reversal); the critic T' is cooperative and simply minimises (a).
   Learning rates and weight decay are the harness's, shared by all parts.
+- The model keeps its own objective; the harness's ``loss_type`` is ignored.
 - Contrastive negatives: the authors' code pairs each user's sequence with the latents
   of the next user in the batch (batch rolled by one); kept as is (a binary, JSD-style
   estimator with one negative, not a softmax InfoNCE over the whole batch).
@@ -56,8 +57,8 @@ Adaptations to this harness:
 - The step's data x fed to T and T' is the item embedding at that step, as in the
   authors' code.  Every module is causal in time (GRU, left-padded conv, GRU critic),
   so outputs at real positions do not depend on trailing padding.
-- The paper uses the authors' time-split evaluation (last 20% of each user); here
-  leave-one-out.  KL annealing is off, as in the authors' default configuration.
+- The authors' code evaluates on the last 20% of each user's items (time split);
+  here leave-one-out.  KL annealing is off, as in the authors' default configuration.
 """
 import torch
 import torch.nn as nn
@@ -167,17 +168,18 @@ class ACVAE(SequentialRecommender):
         return self.dec_out(torch.tanh(self.dec_hidden(z)))
 
     def discriminator_loss(self, x, z, real):
-        """Logistic loss of T: posterior samples -> 1, prior samples -> 0 (Eq. 6).
+        """Logistic loss of T: posterior samples -> 1, prior samples -> 0.
 
         Inputs are detached: this term trains only the discriminator.
         """
         x, z = x.detach(), z.detach()
         prior = torch.randn_like(z)
-        per_dim = F.softplus(-self.discriminator(x, z)) + F.softplus(self.discriminator(x, prior))
+        t_post, t_prior = self.discriminator(torch.cat([x, x]), torch.cat([z, prior])).chunk(2)
+        per_dim = F.softplus(-t_post) + F.softplus(t_prior)
         return (per_dim.mean(-1) * real).sum() / x.shape[0]
 
     def adversarial_kl(self, x, z, real):
-        """alpha-free generator KL term E_q[T(x, z)] with T's parameters frozen (Eq. 8)."""
+        """alpha-free generator KL term E_q[T(x, z)] with T's parameters frozen."""
         frozen = {name: p.detach() for name, p in self.discriminator.named_parameters()}
         t = functional_call(self.discriminator, frozen, (x, z))
         return (t.mean(-1) * real).sum() / x.shape[0]
@@ -185,7 +187,8 @@ class ACVAE(SequentialRecommender):
     def contrastive_loss(self, x, z, real):
         """-log s(T'(x, z_u)) - log(1 - s(T'(x, z_u'))), u' = next user in the batch."""
         shuffled = torch.roll(z, shifts=-1, dims=0)
-        per_step = F.softplus(-self.critic(x, z)) + F.softplus(self.critic(x, shuffled))
+        t_joint, t_shuffled = self.critic(torch.cat([x, x]), torch.cat([z, shuffled])).chunk(2)
+        per_step = F.softplus(-t_joint) + F.softplus(t_shuffled)
         return (per_step * real).sum() / x.shape[0]
 
     def loss_terms(self, interaction):
@@ -212,7 +215,8 @@ class ACVAE(SequentialRecommender):
 
     def calculate_loss(self, interaction):
         t = self.loss_terms(interaction)
-        generator = t["reconstruction"] + self.alpha * t["adversarial_kl"] + self.beta * t["contrastive"]
+        generator = (t["reconstruction"] + self.alpha * t["adversarial_kl"]
+                     + self.beta * t["contrastive"])
         return generator + t["discriminator"]
 
     # ------------------------------------------------------------------ scoring

@@ -4,14 +4,14 @@ Written for this suite from the paper and the authors' TensorFlow code (THUDM/Co
 ``src/model.py``); no code is copied.  One class, two multi-interest extractors chosen by the
 YAML key ``extractor``:
 
-``sa`` (ComiRec-SA, the default), the self-attentive method (paper Sec. 3.3):
+``sa`` (ComiRec-SA, the default), the paper's "Self-Attentive Method":
     H = item embeddings of the history (d x n), plus a learned *absolute* position embedding
     inside the attention only (the authors' ``add_pos``);
     A = softmax(W_2^T tanh(W_1 (H + P)))^T   (n x K, softmax over the n real positions),
     V_u = H A                                 (d x K: the K interest vectors).
     W_1 is d -> 4d (the authors' ``hidden_size * 4``), W_2 is 4d -> K, both with biases.
 
-``dr`` (ComiRec-DR), dynamic routing (paper Sec. 3.3, after MIND / capsule networks):
+``dr`` (ComiRec-DR), the paper's "Dynamic Routing" (after MIND / capsule networks):
     prediction vectors  e_hat_{j|i} = W_{ij} e_i   with one d x d matrix per (position i,
     interest j) (the authors' ``bilinear_type=2``);
     coupling coefficients c_ij = softmax_j(b_ij)   (softmax over the K interests, b_ij = 0 at
@@ -20,18 +20,18 @@ YAML key ``extractor``:
     b_ij <- b_ij + v_j^T e_hat_{j|i};  3 iterations; as in the authors' code the first
     iterations see e_hat through a stop-gradient, only the last one back-propagates into W.
 
-Training (paper Sec. 3.4): the interest most aligned with the target,
+Training (the paper's "Model Training"): the interest most aligned with the target,
 v_u = V_u[:, argmax_k V_u^T e_target], gives P(i | u) = softmax_i(v_u^T e_i) over the item
 embedding table (shared with the input embedding), loss = -log P(target | u).
 
 Ranking: an item's score is its best inner product over the K interests,
-f(u, i) = max_k e_i^T v_u^(k)  -- the paper's aggregation module f(u, i) with the
+f(u, i) = max_k e_i^T v_u^(k)  -- the paper's "Aggregation Module" f(u, i) with the
 diversity factor lambda = 0, evaluated for every item instead of top-N retrieval per interest.
 
 Adaptations to this harness:
 - leave-one-out next-item prediction on RecBole's every-prefix training instances; the
-  original predicts the later 20 % of a held-out user's sequence from the first 80 % and
-  samples one random prefix per user per step;
+  original holds out whole users, predicts the later 20 % of their sequences from the
+  first 80 %, and trains on one random cut point (history >= 4 items) per sampled user;
 - loss: full softmax over all items (CE) instead of the authors' TF sampled softmax
   (10 * batch_size sampled negatives, zero untrainable output bias); only ``loss_type: CE``
   is supported;
@@ -139,7 +139,8 @@ class ComiRec(SequentialRecommender):
     def forward(self, item_seq, item_seq_len):
         """(B, L) right-padded history -> (B, K, d) interest vectors."""
         mask = item_seq != 0
-        his = self.item_embedding(item_seq) * mask.unsqueeze(-1).to(self.item_embedding.weight.dtype)
+        keep = mask.unsqueeze(-1).to(self.item_embedding.weight.dtype)
+        his = self.item_embedding(item_seq) * keep
         if self.extractor == "sa":
             return self._self_attentive(his, mask)
         return self._dynamic_routing(his, mask)

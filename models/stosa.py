@@ -1,24 +1,25 @@
 """STOSA: Fan, Liu, Wang, Nazari, Zheng, Peng & Yu, "Sequential Recommendation via
 Stochastic Self-Attention", WWW 2022.
 
-Implemented (Sec. 4 of the paper; details as in the authors' code zfan20/STOSA):
+Equations implemented (named by content; details as in the authors' code
+zfan20/STOSA):
 
-- Stochastic embeddings (Sec. 4.1, Eq. 3-5): every item has a mean and a covariance
+- Stochastic embeddings: every item has a mean and a covariance
   embedding (diagonal Gaussian), each summed with its own learned position embedding,
   then a shared LayerNorm and dropout; the mean is passed through ELU, the covariance
   through ELU + 1 so that it stays positive.
-- Wasserstein self-attention (Sec. 4.2, Eq. 6-9): per head, mean and covariance
+- Wasserstein self-attention: per head, mean and covariance
   queries/keys/values (covariance projections through ELU + 1); the attention score of
   query i and key j is -W2(N(mu_i, S_i), N(mu_j, S_j)) / sqrt(d_head), where
   W2 = ||mu_i - mu_j||^2 + ||S_i^{1/2} - S_j^{1/2}||_F^2 (the squared 2-Wasserstein
   distance of diagonal Gaussians, computed with matmuls); causal mask, padded keys
-  masked.  Outputs: mean = sum_j a_ij mu_j, covariance = sum_j a_ij^2 S_j (Eq. 8-9),
+  masked.  Outputs: mean = sum_j a_ij mu_j, covariance = sum_j a_ij^2 S_j,
   each followed by a dense layer, dropout and a residual LayerNorm.
-- Feed-forward (Eq. 10-11): separate position-wise ELU FFNs for the mean and the
+- Feed-forward: separate position-wise ELU FFNs for the mean and the
   covariance streams (residual + LayerNorm), covariance output through ELU + 1.
-- Prediction (Sec. 4.3, Eq. 12): the score of item v is -W2 between the sequence's
+- Prediction: the score of item v is -W2 between the sequence's
   output distribution at the last real position and the item's distribution.
-- Loss (Sec. 4.4, Eq. 13-14): BPR on distances, -log sigma(W2(s, v-) - W2(s, v+)),
+- Loss: BPR on distances, -log sigma(W2(s, v-) - W2(s, v+)),
   plus the positive-vs-negative regulariser
   pvn_weight * max(0, W2(s, v+) - W2(v+, v-)), averaged over target positions.
 
@@ -32,7 +33,8 @@ Adaptations to this harness:
   torch's global RNG (``torch.randint``); the authors resample until the item is not
   in the user's history, here a negative may occasionally equal a positive.
 - Sequences are right-padded (items left-aligned) and positions count from the first
-  item; the authors left-pad, so their position ids count back from the end.  Outputs
+  item; the authors left-pad to a fixed window, so their last item always sits in the
+  last position slot.  Outputs
   at real positions are independent of trailing padding (causal mask + padded keys
   masked).  Padded keys get a large finite negative score (no NaN).
 - The authors' encoder loop has a typo (``maen_hidden_states``) so their mean stream
@@ -41,6 +43,8 @@ Adaptations to this harness:
 - ``full_sort_predict`` evaluates the closed form
   ||m||^2 + ||M_v||^2 - 2 m.M_v + sum(c) + sum(C_v) - 2 sqrt(c).sqrt(C_v)
   with two (B, H) x (H, n_items) matmuls (no (B, n_items, H) tensor).
+- The model keeps its own objective (BPR + regulariser on sampled negatives); the
+  harness's ``loss_type`` is ignored.
 - Initialisation as in the authors' code: N(0.01, initializer_range) for embeddings and
   linear weights, zero biases.  Optimizer settings are the harness's.
 """
@@ -77,7 +81,7 @@ def wasserstein_distance_matmul(mean1, cov1, mean2, cov2):
 
 
 class WassersteinAttention(nn.Module):
-    """Multi-head self-attention on Gaussians with -W2 scores (Eq. 6-9)."""
+    """Multi-head self-attention on Gaussians with -W2 scores."""
 
     def __init__(self, hidden_size, n_heads, hidden_dropout, attn_dropout, eps):
         super().__init__()
@@ -102,8 +106,10 @@ class WassersteinAttention(nn.Module):
         return x.transpose(1, 2).reshape(B, L, self.n_heads * self.head_size)
 
     def forward(self, mean, cov, mask):
-        q_m, k_m, v_m = (self.heads(f(mean)) for f in (self.mean_query, self.mean_key, self.mean_value))
-        q_c, k_c, v_c = (self.heads(positive(f(cov))) for f in (self.cov_query, self.cov_key, self.cov_value))
+        q_m, k_m, v_m = (self.heads(f(mean))
+                         for f in (self.mean_query, self.mean_key, self.mean_value))
+        q_c, k_c, v_c = (self.heads(positive(f(cov)))
+                         for f in (self.cov_query, self.cov_key, self.cov_value))
         scores = -wasserstein_distance_matmul(q_m, q_c, k_m, k_c) / math.sqrt(self.head_size)
         scores = scores.masked_fill(~mask, MASKED_SCORE)
         probs = self.attn_dropout(torch.softmax(scores, dim=-1))
@@ -115,7 +121,7 @@ class WassersteinAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Position-wise ELU FFN with residual LayerNorm (Eq. 10)."""
+    """Position-wise ELU FFN with residual LayerNorm."""
 
     def __init__(self, hidden_size, dropout, eps):
         super().__init__()
@@ -131,7 +137,8 @@ class FeedForward(nn.Module):
 class STOSALayer(nn.Module):
     def __init__(self, hidden_size, n_heads, hidden_dropout, attn_dropout, eps):
         super().__init__()
-        self.attention = WassersteinAttention(hidden_size, n_heads, hidden_dropout, attn_dropout, eps)
+        self.attention = WassersteinAttention(hidden_size, n_heads, hidden_dropout,
+                                              attn_dropout, eps)
         self.mean_ffn = FeedForward(hidden_size, hidden_dropout, eps)
         self.cov_ffn = FeedForward(hidden_size, hidden_dropout, eps)
 

@@ -1,16 +1,17 @@
 """SVAE: Sachdeva, Manco, Ritacco & Pudi, "Sequential Variational Autoencoders for
 Collaborative Filtering", WSDM 2019.
 
-Implemented (Sec. 3 of the paper, architecture as in the authors' code noveens/svae_cf):
+Equations implemented (named by content; architecture as in the authors' code
+noveens/svae_cf):
 
-- Encoder: item embedding -> GRU (Eq. 5, the recurrent state h_t summarises x_{1:t})
+- Encoder: item embedding -> GRU (the recurrent state h_t summarises x_{1:t})
   -> tanh layer -> linear head giving the per-step Gaussian posterior
-  q(z_t | x_{1:t}) = N(mu_t, diag(sigma_t^2)) (Eq. 6); z_t = mu_t + sigma_t * eps,
+  q(z_t | x_{1:t}) = N(mu_t, diag(sigma_t^2)); z_t = mu_t + sigma_t * eps,
   eps ~ N(0, I) (reparameterisation).
 - Decoder: z_t -> tanh layer -> logits over all items, a multinomial
-  p(x_{t+1..t+k} | z_t) (Eq. 7-8).
-- Objective: the negative ELBO of Eq. 9 with the *next-k* likelihood variant of
-  Sec. 3.2 (each step predicts the next k items, multinomial log-likelihood), plus
+  p(x_{t+1..t+k} | z_t).
+- Objective: the paper's negative ELBO summed over time steps, with its *next-k*
+  likelihood variant (each step predicts the next k items, multinomial log-likelihood), plus
   anneal * KL(q(z_t | x_{1:t}) || N(0, I)).  As in the authors' code the likelihood is
   summed over time steps and divided by k, the KL is averaged over time steps, and the
   KL weight is annealed linearly (Liang et al. 2018, beta-VAE style) up to ``kl_max``.
@@ -36,6 +37,8 @@ Adaptations to this harness:
 - The decoder is only evaluated at real (non-padding) positions, so the cost scales
   with the number of real steps, not B x L.  Outputs at real positions depend only on
   earlier items (GRU), so trailing padding changes nothing.
+- The model keeps its own objective (the next-k negative ELBO); the harness's
+  ``loss_type`` is ignored.
 - Optimizer settings (Adam, learning rate, weight decay: the authors use 5e-3) are the
   harness's; the reference trained one user per batch, here batches hold prefixes.
 """

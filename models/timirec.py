@@ -17,7 +17,7 @@ Multi-interest extractor (paper: "multi-interest extractor"; the authors' ``add_
 
 Interest distribution generator (paper: "interest distribution generator"): a GRU over a
 separate item embedding of the history; its last hidden state goes through ``n_layers`` - 1
-blocks [Linear(d, d), Dropout(0.5), ReLU] and a final Linear(d, K): logits z (B, K).
+blocks [Linear(d, d), Dropout(dropout_prob), ReLU] and a final Linear(d, K): logits z.
 The user vector is u = sum_k softmax(z)_k m_k and an item's score is u^T e_i.
 
 Target interest distillation (paper: the auxiliary loss that uses the target as supervision):
@@ -42,8 +42,8 @@ Adaptations to this harness:
   reference also trains on every prefix, with a 20-item history; here the harness's
   ``MAX_ITEM_LIST_LENGTH`` window);
 - recommendation loss: full softmax over all items (CE) instead of the reference's
-  BPR-style loss against sampled negatives; full ranking over all items (the reference
-  ranks 99 sampled negatives); only ``loss_type: CE`` is supported;
+  BPR-style loss against sampled negatives; only ``loss_type: CE`` is supported;
+- evaluation: full ranking over all items (stage 1: max_k m_k^T e_i, stage 2: u^T e_i);
 - one run holds both stages (the reference runs two processes and hands the extractor over
   through a file); the stage-1 length is a budget (``pretrain_epochs``, or
   ``pretrain_steps`` under RecBole's Trainer) instead of training stage 1 to early stopping;
@@ -149,10 +149,15 @@ class TiMiRec(SequentialRecommender):
             nn.init.normal_(module.bias, mean=0.0, std=0.01)
 
     # ----------------------------------------------------------------- stages
-    def set_epoch(self, epoch: int) -> None:
-        """Harness hook: stage 1 for the first ``pretrain_epochs`` epochs, then stage 2."""
+    def set_epoch(self, epoch: int) -> bool:
+        """Harness hook: stage 1 for the first ``pretrain_epochs`` epochs, then stage 2.
+
+        Returns True when the stage (hence the objective) changes at this epoch.
+        """
         self._epoch_driven = True
+        before = self._stage
         self._set_stage(1 if epoch < self.pretrain_epochs else 2)
+        return self._stage != before and epoch > 0
 
     def _set_stage(self, stage: int) -> None:
         if stage != self._stage:

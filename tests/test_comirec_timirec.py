@@ -54,7 +54,8 @@ def make_batch(histories, targets):
 
 def random_batch(batch=8, max_len=9, seed=1):
     rng = np.random.default_rng(seed)
-    hists = [list(rng.integers(1, N_ITEMS, size=int(rng.integers(1, max_len + 1)))) for _ in range(batch)]
+    sizes = rng.integers(1, max_len + 1, size=batch)
+    hists = [list(rng.integers(1, N_ITEMS, size=int(n))) for n in sizes]
     return make_batch(hists, list(rng.integers(1, N_ITEMS, size=batch)))
 
 
@@ -106,9 +107,10 @@ def test_scores_shape_predict_and_padding_invariance(variant):
             scores = model.full_sort_predict(batch)
             assert scores.shape == (8, N_ITEMS) and torch.isfinite(scores).all()
             point = model.predict(batch)
-            assert torch.allclose(point, scores.gather(1, batch["item_id"][:, None]).squeeze(1), atol=1e-6)
+            chosen = scores.gather(1, batch["item_id"][:, None]).squeeze(1)
+            assert torch.allclose(point, chosen, atol=1e-6)
             padded = model.full_sort_predict(pad_more(batch))
-            assert torch.allclose(scores, padded, atol=1e-6), f"{variant} stage {stage}: padding changes scores"
+            assert torch.allclose(scores, padded, atol=1e-6), f"{variant} stage {stage}: padding"
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -174,7 +176,8 @@ def test_learns_next_item_rule_above_popularity(variant):
         perm = torch.randperm(len(train_h), generator=gen).tolist()
         for start in range(0, len(perm), bs):
             idx = perm[start : start + bs]
-            loss = model.calculate_loss(make_batch([train_h[j] for j in idx], [train_t[j] for j in idx]))
+            batch = make_batch([train_h[j] for j in idx], [train_t[j] for j in idx])
+            loss = model.calculate_loss(batch)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -275,11 +278,13 @@ def test_timirec_stage_rules_and_checkpoint_carries_stage():
         interests = model.extract_interests(seq, lengths)
         model.set_epoch(0)  # stage 1: best interest
         s1 = model.full_sort_predict(batch)
-        assert torch.allclose(s1, torch.einsum("bkd,nd->bkn", interests, table).max(1).values, atol=1e-6)
+        best = torch.einsum("bkd,nd->bkn", interests, table).max(1).values
+        assert torch.allclose(s1, best, atol=1e-6)
         model.set_epoch(model.pretrain_epochs)  # stage 2: generator-weighted mixture
         s2 = model.full_sort_predict(batch)
         weights = torch.softmax(model.interest_logits(seq, lengths), dim=-1)
-        assert torch.allclose(s2, torch.einsum("bk,bkd->bd", weights, interests) @ table.t(), atol=1e-6)
+        mixture = torch.einsum("bk,bkd->bd", weights, interests)
+        assert torch.allclose(s2, mixture @ table.t(), atol=1e-6)
         assert not torch.allclose(s1, s2)
         # A stage-1 checkpoint loaded into a stage-2 model scores as in stage 1.
         model.set_epoch(0)

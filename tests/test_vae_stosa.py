@@ -201,7 +201,8 @@ def test_stosa_ranking_score_is_negative_w2_to_each_item():
             for item in (1, 7, 30):
                 im = model.item_mean_embedding.weight[item]
                 ic = torch.nn.functional.elu(model.item_cov_embedding.weight[item]) + 1
-                assert float(scores[b, item]) == pytest.approx(-naive_w2(m, c, im, ic), rel=1e-4, abs=1e-3)
+                expected = -naive_w2(m, c, im, ic)
+                assert float(scores[b, item]) == pytest.approx(expected, rel=1e-4, abs=1e-3)
 
 
 def test_stosa_negatives_come_from_the_global_rng():

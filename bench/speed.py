@@ -1,0 +1,171 @@
+"""Speed benchmark: the suite's training/evaluation path against RecBole's own trainer.
+
+Same model class, same hyperparameters, same training instances (every prefix of
+every training sequence), same machine, one process, measured side by side:
+
+* RecBole: ``create_dataset`` + ``data_preparation`` + ``Trainer._train_epoch`` over
+  its ``DataLoader`` (batches padded to ``MAX_ITEM_LIST_LENGTH``), and
+  ``Trainer.evaluate`` on the full-ranking validation set.  Anomaly mode is off
+  (``bench.compat``), so RecBole is measured at its best, not with the 1.6x penalty
+  that importing its model zoo normally adds.  With ``--recbole-batches N`` only N
+  batches are timed and the epoch time is extrapolated (its batches all have the
+  same padded shape, so the per-batch cost is flat).
+* Suite: ``bench.engine`` epoch (trimmed, length-bucketed batches) and validation.
+
+Writes ``<reports>/speed/speed-<dataset>.md`` and ``.json``.  A benchmark, not a test.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench import engine
+from bench.runner import seed_everything
+from bench.zoo import build_model, get_spec, resolve_params
+from datasets.prepare import load_card, load_sequences
+
+
+def _parse_sets(pairs):
+    import yaml
+
+    return {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in pairs or [])}
+
+
+def time_suite(spec, params, seqs, seed=0, epochs=1, eval_reverse=True) -> dict:
+    """Seconds per training epoch and per full validation pass on the suite's path."""
+    max_len = params["MAX_ITEM_LIST_LENGTH"]
+    train = engine.training_instances(seqs, max_len)
+    valid = engine.evaluation_instances(seqs, max_len, "valid")
+    seed_everything(seed)
+    model, _ = build_model(spec, params, seqs.n_items, seqs.n_users + 1)
+    width = max_len if getattr(model, "fixed_length_input", False) else None
+    opt = torch.optim.Adam(model.parameters(), lr=params["learning_rate"])
+    rng = np.random.default_rng(seed)
+    epoch_s, losses = [], []
+    for epoch in range(epochs):
+        if hasattr(model, "set_epoch"):
+            model.set_epoch(epoch)
+        model.train()
+        t0, total = time.perf_counter(), 0.0
+        batches = engine.epoch_batches(train.lengths, int(params["train_batch_size"]), rng,
+                                       params.get("length_bucketing", True))
+        for idx in batches:
+            loss = model.calculate_loss(engine.make_batch(train, idx, width))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+        epoch_s.append(time.perf_counter() - t0)
+        losses.append(total / len(batches))
+    t0 = time.perf_counter()
+    engine.rank_targets(model, valid, int(params["eval_batch_size"]), width)
+    return {"epoch_s": float(np.mean(epoch_s)), "eval_s": time.perf_counter() - t0,
+            "batches": len(batches), "instances": len(train), "loss": losses[-1]}
+
+
+def time_recbole(spec, params, seqs, max_batches=None, seed=0) -> dict:
+    """Seconds per epoch (possibly extrapolated) and per validation on RecBole's path."""
+    from recbole.trainer import Trainer
+
+    from bench.recbole_path import _first_batches, _inside, recbole_data
+
+    with tempfile.TemporaryDirectory(prefix="bench-speed-") as workdir:
+        t0 = time.perf_counter()
+        config, _, train, valid, _ = recbole_data(spec.cls, {**params, "seed": seed}, seqs, Path(workdir))
+        prep_s = time.perf_counter() - t0
+        model = spec.cls(config, train.dataset)
+        n_batches = len(train)
+        with _inside(Path(workdir)):
+            trainer = Trainer(config, model)
+            warmup = 3 if max_batches else 0
+            if warmup:
+                trainer._train_epoch(_first_batches(train, warmup), 0, show_progress=False)
+            t0 = time.perf_counter()
+            data = _first_batches(train, max_batches) if max_batches else train
+            trainer._train_epoch(data, 0, show_progress=False)
+            timed = time.perf_counter() - t0
+            measured = min(max_batches or n_batches, n_batches)
+            t0 = time.perf_counter()
+            trainer.evaluate(valid, load_best_model=False, show_progress=False)
+            eval_s = time.perf_counter() - t0
+    return {"epoch_s": timed / measured * n_batches, "eval_s": eval_s, "prep_s": prep_s,
+            "batches": n_batches, "timed_batches": measured, "instances": len(train.dataset)}
+
+
+def run_speed(dataset: str, models: list[str], overrides: dict, recbole_batches: int | None,
+              skip_recbole: bool, reports_dir, data_dir=None, max_users=None) -> Path:
+    seqs = load_sequences(dataset, data_dir)
+    if max_users:
+        seqs = seqs.subset(np.arange(min(max_users, seqs.n_users)))
+    max_len = load_card(dataset)["max_seq_len"]
+    torch.set_num_threads(torch.get_num_threads())
+    rows = []
+    for name in models:
+        spec = get_spec(name)
+        params = resolve_params(spec, {"MAX_ITEM_LIST_LENGTH": max_len}, overrides)
+        params["MAX_ITEM_LIST_LENGTH"] = min(max_len, spec.params.get("MAX_ITEM_LIST_LENGTH", max_len))
+        row = {"model": spec.name, "params": {k: params[k] for k in ("train_batch_size", "MAX_ITEM_LIST_LENGTH")}}
+        print(f"[speed] {spec.name}: suite ...", flush=True)
+        row["suite"] = time_suite(spec, params, seqs)
+        print(f"[speed] {spec.name}: suite {row['suite']['epoch_s']:.1f} s/epoch", flush=True)
+        if not skip_recbole:
+            print(f"[speed] {spec.name}: RecBole ...", flush=True)
+            row["recbole"] = time_recbole(spec, params, seqs, recbole_batches)
+            row["speedup_epoch"] = row["recbole"]["epoch_s"] / row["suite"]["epoch_s"]
+            row["speedup_eval"] = row["recbole"]["eval_s"] / row["suite"]["eval_s"]
+            print(f"[speed] {spec.name}: RecBole {row['recbole']['epoch_s']:.1f} s/epoch "
+                  f"-> {row['speedup_epoch']:.1f}x", flush=True)
+        rows.append(row)
+    return write_speed_report(rows, dataset, overrides, recbole_batches, reports_dir, seqs.n_users)
+
+
+def write_speed_report(rows, dataset, overrides, recbole_batches, reports_dir, n_users) -> Path:
+    from bench.runner import environment
+
+    folder = Path(reports_dir) / "speed"
+    folder.mkdir(parents=True, exist_ok=True)
+    tag = "-".join([dataset] + [f"{k}{v}" for k, v in sorted(overrides.items())])
+    env = environment()
+    lines = [f"# Speed: suite path vs RecBole's Trainer — {dataset}", "",
+             f"{n_users} users; overrides {overrides or 'none'}; {env['cpu']}, {env['threads']} threads; "
+             f"torch {env['torch']}, RecBole {env['recbole']}; git {env['git_revision'][:10]}.",
+             f"RecBole epochs {'extrapolated from %s timed batches' % recbole_batches if recbole_batches else 'measured in full'};"
+             " anomaly mode off for both.", "",
+             "| model | instances | batches | RecBole s/epoch | suite s/epoch | speed-up | RecBole valid s | suite valid s | speed-up |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        rb, su = row.get("recbole"), row["suite"]
+        lines.append(
+            f"| {row['model']} | {su['instances']:,} | {su['batches']} | "
+            f"{rb['epoch_s']:.1f} | {su['epoch_s']:.1f} | {row['speedup_epoch']:.1f}x | "
+            f"{rb['eval_s']:.1f} | {su['eval_s']:.1f} | {row['speedup_eval']:.1f}x |" if rb else
+            f"| {row['model']} | {su['instances']:,} | {su['batches']} | – | {su['epoch_s']:.1f} | – | – | {su['eval_s']:.1f} | – |")
+    md = folder / f"speed-{tag}.md"
+    md.write_text("\n".join(lines) + "\n")
+    (folder / f"speed-{tag}.json").write_text(json.dumps({"rows": rows, "env": env, "overrides": overrides,
+                                                         "recbole_batches": recbole_batches}, indent=1, default=str))
+    print(md.read_text())
+    return md
+
+
+def add_speed_parser(sub, common):
+    parser = sub.add_parser("speed", help="benchmark: suite vs RecBole's trainer, per epoch and per validation")
+    common(parser, profile=False)
+    parser.add_argument("--dataset", default="beauty")
+    parser.add_argument("--models", nargs="+", default=["GRU4Rec", "SASRec", "BERT4Rec", "Caser"])
+    parser.add_argument("--set", nargs="*", default=[], help="hyperparameter overrides key=value")
+    parser.add_argument("--recbole-batches", type=int, default=None, help="time only N RecBole batches")
+    parser.add_argument("--skip-recbole", action="store_true")
+    parser.add_argument("--max-users", type=int, default=None)
+
+    def cmd(args):
+        run_speed(args.dataset, args.models, _parse_sets(args.set), args.recbole_batches,
+                  args.skip_recbole, args.reports_dir, args.data_dir, args.max_users)
+        return 0
+
+    parser.set_defaults(func=cmd)

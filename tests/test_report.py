@@ -1,0 +1,203 @@
+"""bench.report: render a small fake results store and check what comes out."""
+import re
+import zlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench import report, store
+
+PROFILE = "fake"
+DIFFUREC_PARAMS = {"approximator": "transformer", "rounding": "inner_product", "noise_schedule": "truncated_linear",
+                   "lambda_scale": 0.001, "reverse_steps": 32}
+
+
+def fake_ranks(counts, n_users, rng):
+    """0-based ranks with exactly h1 users at rank 0, h2 at rank 7, h3 at rank 15, the rest at 100+.
+
+    HR@5 = h1/n, HR@10 = (h1+h2)/n, HR@20 = (h1+h2+h3)/n; shuffled so that users pair up randomly.
+    """
+    h1, h2, h3 = counts
+    rest = n_users - h1 - h2 - h3
+    ranks = np.concatenate([np.zeros(h1), np.full(h2, 7), np.full(h3, 15), 100 + rng.integers(0, 500, rest)])
+    return rng.permutation(ranks).astype(np.int32)
+
+
+def write_fake_run(root, dataset, model, seed, counts, n_users=200, base_model=None, variant=None, params=None,
+                   extra_evals=None, status="ok", profile=PROFILE):
+    """One run folder written with ``store.write_run``, shaped like the runner's records."""
+    base_model = base_model or model
+    folder = store.run_dir(root, profile, dataset, model, seed)
+    record = {"schema": store.SCHEMA, "status": status, "profile": profile, "dataset": dataset, "model": model,
+              "base_model": base_model, "seed": seed, "protocol": "clean",
+              "params": {"epochs": 20, "train_batch_size": 256, **(params or {})},
+              "variant": variant, "budget": {"max_users": n_users, "max_train_prefixes": None},
+              "env": {"python": "3.11.9", "torch": "2.13.0", "recbole": "1.2.1", "numpy": "2.4.6",
+                      "platform": "Linux", "cpu": "fake", "device": "cpu", "git_revision": "abc1234",
+                      "git_dirty": False}}
+    if status != "ok":
+        record.update(error={"type": "RuntimeError", "message": "boom: out of memory", "traceback": "..."})
+        store.write_run(folder, record, None)
+        return
+    ds_rng = np.random.default_rng(zlib.crc32(dataset.encode()))
+    rng = np.random.default_rng([seed, zlib.crc32(f"{dataset}/{model}".encode())])
+    test = fake_ranks(counts, n_users, rng)
+    ranks = {"users": np.arange(n_users, dtype=np.int64), "test": test, "valid": fake_ranks(counts, n_users, rng),
+             "hist_len": ds_rng.integers(3, 60, n_users).astype(np.int32),
+             "test_item": ds_rng.integers(1, 1000, n_users).astype(np.int32),
+             "test_is_head": ds_rng.random(n_users) < 0.4}
+    evals = {}
+    for steps in extra_evals or ():
+        r = fake_ranks((max(counts[0] - 5, 0), counts[1], counts[2]), n_users, rng)
+        name = f"reverse_steps={steps}"
+        ranks[f"test@{name}"] = r
+        evals[name] = {"params": {"reverse_steps": steps}, "metrics": {"test": store.metrics_from_ranks(r)},
+                       "eval_s": 0.01 * steps, "n_users": n_users}
+    epochs = 5 + seed
+    record.update(
+        error=None, extra_evals=evals,
+        metrics={"test": store.metrics_from_ranks(test), "valid": store.metrics_from_ranks(ranks["valid"])},
+        curve=[{"epoch": e, "train_loss": 5.0 / (e + 1) + 0.01 * seed, "train_s": 1.0,
+                "valid": {"NDCG@10": 0.1}} for e in range(epochs)],
+        timing={"train_s": 10.0, "eval_s": 0.5 * epochs, "test_eval_s": 0.5, "epochs_run": epochs,
+                "s_per_epoch": 2.0, "s_per_batch": 0.1 + 0.01 * len(model) + 0.005 * seed,
+                "batches_per_epoch": 20, "n_train_instances": 5000, "n_eval_users": n_users},
+        data={"name": dataset, "sha256": "0" * 64, "n_users": n_users, "n_users_full": 22363, "n_items": 12101,
+              "head_rule": "head = top 20% items by frequency"},
+        checkpoint={"rule": "NDCG@10", "best_epoch": 2})
+    store.write_run(folder, record, ranks)
+
+
+# (h1, h2, h3) per model; per-seed offsets on h1.  beauty: DiffuRec >> SASRec > GRU4Rec;
+# toys: SASRec just above DiffuRec in every metric (no significant difference) > GRU4Rec.
+COUNTS = {
+    ("beauty", "GRU4Rec"): ((10, 10, 10), (0, 1, 2)),
+    ("beauty", "SASRec"): ((30, 20, 20), (1, 0, 2)),
+    ("beauty", "DiffuRec"): ((60, 30, 30), (0, 2, -1)),
+    ("toys", "GRU4Rec"): ((10, 10, 10), (2, 0, 1)),
+    ("toys", "SASRec"): ((41, 20, 20), (0, 1, -1)),
+    ("toys", "DiffuRec"): ((40, 20, 20), (1, -1, 0)),
+}
+
+
+def build_store(root):
+    for (dataset, model), (counts, offsets) in COUNTS.items():
+        for seed, off in enumerate(offsets):
+            params = dict(DIFFUREC_PARAMS) if model == "DiffuRec" else {}
+            write_fake_run(root, dataset, model, seed, (counts[0] + off, *counts[1:]), params=params,
+                           extra_evals=(4, 8) if model == "DiffuRec" else None)
+    for seed, off in enumerate((0, 1, -1)):  # ablation: GRU approximator, clearly worse
+        write_fake_run(root, "beauty", "DiffuRec-GRU", seed, (45 + off, 25, 25), base_model="DiffuRec",
+                       variant={"name": "DiffuRec-GRU", "params": {"approximator": "gru"}},
+                       params={**DIFFUREC_PARAMS, "approximator": "gru"})
+    for seed in range(2):  # one other noise schedule: Fig. 3 on beauty only
+        write_fake_run(root, "beauty", "DiffuRec-cosine", seed, (55 + seed, 30, 30), base_model="DiffuRec",
+                       variant={"name": "DiffuRec-cosine", "params": {"noise_schedule": "cosine"}},
+                       params={**DIFFUREC_PARAMS, "noise_schedule": "cosine"})
+    write_fake_run(root, "toys", "SASRec", 3, None, status="failed")
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    root = tmp_path_factory.mktemp("store")
+    build_store(root / "results")
+    expected = [(d, m, s) for (d, m) in COUNTS for s in range(3)] + [("toys", "SASRec", 3), ("toys", "GRU4Rec", 5)]
+    paths = report.render(root / "results", root / "reports", PROFILE, data_dir=root / "no-data", expected=expected)
+    return root / "reports" / PROFILE, paths
+
+
+def test_render_writes_tables_figures_and_index(rendered):
+    out, paths = rendered
+    names = {p.relative_to(out).as_posix() for p in paths}
+    for stem in ("table1", "table2", "table3", "gap_to_paper", "significance_table2", "significance_table3",
+                 "significance_pairs_beauty", "significance_pairs_toys", "summary_all_runs", "breakdown_head_tail",
+                 "breakdown_length"):
+        assert f"{stem}.md" in names and f"{stem}.csv" in names, stem
+    assert {"table2.tex", "table3.tex", "index.md"} <= names
+    for fig in ("fig8_head_tail_beauty", "fig9_seq_length_toys", "fig10_loss_beauty", "fig11_efficiency_toys",
+                "fig12_reverse_steps_beauty", "fig3_schedules_beauty"):
+        for ext in ("png", "pdf"):
+            assert (out / "figures" / f"{fig}.{ext}").stat().st_size > 1000, fig
+    assert not (out / "figures" / "fig3_schedules_toys.png").exists()
+    assert all(p.exists() for p in paths)
+    index = (out / "index.md").read_text()
+    for link in re.findall(r"\]\(([^)]+)\)", index):
+        assert (out / link).exists(), link
+    assert "Fig. 3 (Toys)" in index and "Fig. 5 (Beauty)" in index  # listed as not drawn
+    t1 = pd.read_csv(out / "table1.csv")
+    assert list(t1["dataset"]) == ["beauty", "toys"] and t1["status"].str.startswith("unavailable").all()
+
+
+def test_table2_bold_underline_star(rendered):
+    out, _ = rendered
+    cells = pd.read_csv(out / "table2.csv").set_index(["dataset", "metric", "model"]).sort_index()
+    for metric in store.METRICS:
+        b = cells.loc[("beauty", metric)]
+        assert b.loc["DiffuRec", "best"] and b.loc["SASRec", "second"] and b.loc["DiffuRec", "star"]
+        assert not b.loc["GRU4Rec", ["best", "second"]].any()
+        assert b.loc["DiffuRec", "best_baseline"] == "SASRec" and b.loc["DiffuRec", "improv_pct"] > 50
+        t = cells.loc[("toys", metric)]
+        assert t.loc["SASRec", "best"] and t.loc["DiffuRec", "second"] and not t.loc["DiffuRec", "star"]
+        assert t.loc["DiffuRec", "improv_pct"] < 0
+    # HR@5 on beauty: DiffuRec h1 = 60, 62, 59 of 200 users
+    assert cells.loc[("beauty", "HR@5", "DiffuRec"), "mean_pct"] == pytest.approx(100 * np.mean([60, 62, 59]) / 200)
+    md = (out / "table2.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| Beauty | HR@5 |"))
+    cols = [c.strip() for c in row.strip("|").split("|")]
+    assert cols[2].count("**") == 0 and cols[3].startswith("<u>") and cols[4].startswith("**")
+    assert cols[4].endswith("\\*") and cols[5].endswith("%")
+    row = next(line for line in md.splitlines() if line.startswith("| Toys | HR@5 |"))
+    cols = [c.strip() for c in row.strip("|").split("|")]
+    assert cols[3].startswith("**") and cols[4].startswith("<u>") and not cols[4].endswith("\\*")
+    tex = (out / "table2.tex").read_text()
+    assert r"\toprule" in tex and r"\textbf{" in tex and r"\underline{" in tex and r"$^{*}$" in tex
+
+
+def test_table3_and_gap(rendered):
+    out, _ = rendered
+    t3 = pd.read_csv(out / "table3.csv")
+    gru = t3[(t3["ablation"] == "w GRU") & (t3["metric"] == "HR@5")].iloc[0]
+    assert gru["model"] == "DiffuRec-GRU" and gru["star"] and gru["change_vs_diffurec_pct"] < 0
+    assert set(t3["dataset"]) == {"beauty"}
+    gap = pd.read_csv(out / "gap_to_paper.csv")
+    assert len(gap) == 240 + 72
+    row = gap[(gap["table"] == 2) & (gap["dataset"] == "beauty") & (gap["model"] == "DiffuRec")
+              & (gap["metric"] == "HR@5")].iloc[0]
+    assert row["paper_pct"] == pytest.approx(5.5758) and row["n_seeds"] == 3
+    assert row["ratio"] == pytest.approx(row["ours_pct"] / 5.5758)
+    assert row["ci95_low_pct"] < row["ours_pct"] < row["ci95_high_pct"] and row["paper_in_ci95"] in (False, "False")
+    assert gap[(gap["dataset"] == "steam")]["n_seeds"].eq(0).all()
+
+
+def test_index_lists_missing_and_failed(rendered):
+    out, _ = rendered
+    index = (out / "index.md").read_text()
+    assert "| toys | GRU4Rec | 5 |" in index
+    assert "| toys | SASRec | 3 |" not in index.split("Failed")[0]  # failed, not missing
+    assert "RuntimeError: boom: out of memory" in index
+    assert "abc1234" in index and "Protocol: clean" in index and "2.13.0" in index
+    assert "Welch" in index and "Holm" in index
+
+
+def test_paper_tables_transcription_consistent():
+    """The paper's Improv. column, recomputed from the transcribed values, matches its printed text."""
+    improv = {"beauty": [57.26, 26.21, 15.80, 56.72, 47.02, 47.75], "toys": [22.76, 7.48, 3.49, 34.34, 22.98, 22.60],
+              "ml-1m": [10.78, 10.76, 10.71, 11.36, 11.16, 11.06], "steam": [10.95, 11.19, 11.84, 10.80, 10.97, 11.39]}
+    t2, t3 = report.paper_table("table2"), report.paper_table("table3")
+    assert len(t2) == 240 and len(t3) == 72 and set(t2["model"]) == set(report.PAPER_MODELS)
+    for dataset, values in improv.items():
+        for metric, printed in zip(store.METRICS, values):
+            s = t2[(t2["dataset"] == dataset) & (t2["metric"] == metric)].set_index("model")["value_percent"]
+            ours = 100 * (s["DiffuRec"] / s.drop("DiffuRec").max() - 1)
+            assert ours == pytest.approx(printed, abs=0.006), (dataset, metric)
+    full = t3[t3["ablation"] == "DiffuRec"].set_index(["dataset", "metric"])["value_percent"]
+    same = t2[t2["model"] == "DiffuRec"].set_index(["dataset", "metric"])["value_percent"]
+    assert (full - same.loc[full.index]).abs().max() == 0
+
+
+def test_render_empty_store(tmp_path):
+    paths = report.render(tmp_path / "results", tmp_path / "reports", "nothing", data_dir=tmp_path,
+                          expected=[("beauty", "SASRec", 0)])
+    index = (tmp_path / "reports" / "nothing" / "index.md").read_text()
+    assert "| beauty | SASRec | 0 |" in index and any(p.name == "table1.md" for p in paths)
