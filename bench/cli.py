@@ -43,16 +43,28 @@ def cmd_run(args) -> int:
     from bench.runner import run_entry
 
     profile = load_profile(args.profile)
-    entries = [e for e in grid(profile, [args.model], [args.dataset], [args.seed])]
-    if not entries:
-        raise BenchError(f"no entry for model={args.model} dataset={args.dataset} seed={args.seed} "
-                         f"in profile '{profile['name']}' (datasets: {profile['datasets']}, seeds: {profile['seeds']})")
+    entries = [single_entry(profile, args.model, args.dataset, args.seed)]
     status, record = run_entry(entries[0], profile, args.results_dir, args.data_dir, args.force,
                                progress=lambda e: print(f"  epoch {e['epoch']:3d} loss {e['train_loss']:.4f} "
                                                         f"{'' if e['valid'] is None else 'valid NDCG@10 %.4f' % e['valid']['NDCG@10']}",
                                                         flush=True))
     _print_result(entries[0], status, record)
     return 0 if status != "failed" else 1
+
+
+def single_entry(profile: dict, model: str, dataset: str, seed: int):
+    """Any model (or a variant of the profile) on any dataset card, with the profile's budget."""
+    from bench.profiles import Entry, _freeze
+    from bench.zoo import get_spec
+    from datasets.prepare import load_card
+
+    load_card(dataset)
+    for var in profile["variants"]:
+        if var["name"].lower() == model.lower():
+            base = get_spec(var["model"]).name
+            return Entry(dataset, var["name"], seed, base, _freeze(var.get("params", {})))
+    spec = get_spec(model)
+    return Entry(dataset, spec.name, seed, spec.name)
 
 
 def _print_result(entry, status, record):

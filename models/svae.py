@@ -11,15 +11,16 @@ noveens/svae_cf):
 - Decoder: z_t -> tanh layer -> logits over all items, a multinomial
   p(x_{t+1..t+k} | z_t).
 - Objective: the paper's negative ELBO summed over time steps, with its *next-k*
-  likelihood variant (each step predicts the next k items, multinomial log-likelihood), plus
-  anneal * KL(q(z_t | x_{1:t}) || N(0, I)).  As in the authors' code the likelihood is
-  summed over time steps and divided by k, the KL is averaged over time steps, and the
-  KL weight is annealed linearly (Liang et al. 2018, beta-VAE style) up to ``kl_max``.
+  likelihood variant (each step predicts the next k items, multinomial
+  log-likelihood), plus anneal * KL(q(z_t | x_{1:t}) || N(0, I)).  As in the authors'
+  code the likelihood is summed over time steps and divided by k, the KL is averaged
+  over time steps, and the KL weight is annealed linearly (as in Liang et al. 2018's
+  Mult-VAE) up to ``kl_max``.
 
 Adaptations to this harness:
 
-- Leave-one-out next-item prediction with full ranking over all items: the paper
-  evaluates held-out users (fold-in of 80% of the history, rank the remaining 20%);
+- Leave-one-out next-item prediction with full ranking over all items: the authors'
+  code evaluates held-out users (fold-in of 80% of the history, rank the remaining 20%);
   here every training instance is a prefix ``item_id_list`` with target ``item_id``.
   The next-k targets of step t come from the known sequence = the prefix followed by
   the target; steps whose k-window runs past the known items use the items that are

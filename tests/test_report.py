@@ -201,3 +201,9 @@ def test_render_empty_store(tmp_path):
                           expected=[("beauty", "SASRec", 0)])
     index = (tmp_path / "reports" / "nothing" / "index.md").read_text()
     assert "| beauty | SASRec | 0 |" in index and any(p.name == "table1.md" for p in paths)
+
+
+def test_paper_protocol_uses_per_metric_ranks():
+    a, b = np.array([0, 50]), np.array([50, 0])
+    assert report._per_metric_ranks({"test": a, "test@HR@10": b}, "HR@10") is b
+    assert report._per_metric_ranks({"test": a, "test@HR@10": b}, "NDCG@10") is a

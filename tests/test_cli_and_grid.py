@@ -1,0 +1,143 @@
+"""Command line: bad input ends in one clear line; the grid records failures, resumes,
+and never loses a finished result."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+
+from bench import cli, store
+from bench.errors import BenchError
+from conftest import needs_data
+
+TINY = {
+    "description": "test", "protocol": "clean", "datasets": ["beauty"], "models": ["GRU4Rec", "SASRec"],
+    "seeds": [0, 1], "max_users": 60, "max_train_prefixes": 3,
+    "train": {"epochs": 1, "stopping_step": 1, "eval_step": 1, "train_batch_size": 128, "eval_batch_size": 256},
+}
+
+
+def profile_file(tmp_path, **changes):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({**TINY, **changes}))
+    return str(path)
+
+
+def run_cli(argv, capsys):
+    code = cli.main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("argv, culprit", [
+    (["run", "--model", "SASRex", "--dataset", "beauty", "--profile", "smoke"], "unknown model 'SASRex'"),
+    (["run", "--model", "SASRec", "--dataset", "beuty", "--profile", "smoke"], "beuty"),
+    (["run", "--model", "SASRec", "--dataset", "beauty", "--profile", "smok"], "unknown profile 'smok'"),
+    (["grid", "--profile", "nope"], "unknown profile 'nope'"),
+])
+def test_bad_names_end_in_one_line(argv, culprit, capsys, tmp_path):
+    code, out, err = run_cli(argv + ["--results-dir", str(tmp_path)], capsys)
+    assert code == 2 and culprit in err and len(err.strip().splitlines()) == 1
+
+
+def test_malformed_profile_yaml_names_file(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("protocol: clean\ndatasets: [beauty\n")
+    code, _, err = run_cli(["grid", "--profile", str(bad), "--results-dir", str(tmp_path)], capsys)
+    assert code == 2 and "malformed YAML" in err and str(bad) in err and len(err.strip().splitlines()) == 1
+
+
+def test_unknown_profile_key_is_named(tmp_path, capsys):
+    code, _, err = run_cli(["grid", "--profile", profile_file(tmp_path, epochz=3), "--results-dir", str(tmp_path)], capsys)
+    assert code == 2 and "epochz" in err
+
+
+def test_missing_data_names_path(tmp_path, capsys):
+    code, _, err = run_cli(["run", "--model", "SASRec", "--dataset", "beauty", "--profile", profile_file(tmp_path),
+                            "--data-dir", str(tmp_path / "nowhere"), "--results-dir", str(tmp_path)], capsys)
+    assert code == 2 and str(tmp_path / "nowhere" / "amazon_beauty.pkl") in err and "1d5ba224" in err
+
+
+def test_wrong_checksum_is_an_error(tmp_path, capsys, cache_dir):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "amazon_beauty.pkl").write_bytes(b"not the released file")
+    code, _, err = run_cli(["run", "--model", "SASRec", "--dataset", "beauty", "--profile", profile_file(tmp_path),
+                            "--data-dir", str(data), "--results-dir", str(tmp_path)], capsys)
+    assert code == 2 and "checksum mismatch" in err and len(err.strip().splitlines()) == 1
+
+
+@needs_data
+def test_grid_records_failure_resumes_and_keeps_results(tmp_path, capsys, monkeypatch):
+    results = tmp_path / "results"
+    prof = profile_file(tmp_path)
+    assert run_cli(["grid", "--profile", prof, "--results-dir", str(results)], capsys)[0] == 0
+    records = store.load_records(results, "tiny")
+    assert len(records) == 4 and all(r["status"] == "ok" for r in records)
+    ok_dir = store.run_dir(results, "tiny", "beauty", "SASRec", 0)
+    before = (ok_dir / "record.json").read_text()
+
+    # a rerun skips everything: same config hash
+    code, out, _ = run_cli(["grid", "--profile", prof, "--results-dir", str(results)], capsys)
+    assert code == 0 and "ok     " not in out
+
+    # a changed config that fails (NaN loss) is recorded but never replaces the good record
+    broken = profile_file(tmp_path, model_overrides={"SASRec": {"layer_norm_eps": -10.0}})
+    code, out, err = run_cli(["grid", "--profile", broken, "--results-dir", str(results)], capsys)
+    assert code == 1 and "FAILED beauty/SASRec/seed-0" in out
+    assert (ok_dir / "record.json").read_text() == before
+    failure = json.loads((ok_dir / "failed.json").read_text())
+    assert failure["status"] == "failed" and "Traceback" in failure["error"]["traceback"]
+    assert "loss is nan" in failure["error"]["message"]
+    # GRU4Rec was unaffected by the change: still skipped
+    assert "FAILED beauty/GRU4Rec" not in out
+
+
+@needs_data
+def test_interrupted_grid_resumes_where_it_stopped(tmp_path, capsys, monkeypatch):
+    from bench import runner
+
+    results = tmp_path / "results"
+    prof = profile_file(tmp_path)
+    real, calls = runner.run_entry, []
+
+    def interrupt_on_third(entry, *args, **kwargs):
+        calls.append(entry)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(entry, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_entry", interrupt_on_third)
+    code, _, err = run_cli(["grid", "--profile", prof, "--results-dir", str(results)], capsys)
+    assert code == 130 and "resume" in err
+    assert len(store.load_records(results, "tiny")) == 2
+    monkeypatch.setattr(runner, "run_entry", real)
+    statuses = []
+
+    def recording(*args, **kwargs):
+        result = real(*args, **kwargs)
+        statuses.append(result[0])
+        return result
+
+    monkeypatch.setattr(runner, "run_entry", recording)
+    code, _, _ = run_cli(["grid", "--profile", prof, "--results-dir", str(results)], capsys)
+    assert code == 0 and statuses == ["skipped", "skipped", "ok", "ok"]
+
+
+@needs_data
+def test_record_contents_and_ranks_recompute_metrics(tmp_path, capsys):
+    results = tmp_path / "results"
+    code, out, _ = run_cli(["run", "--model", "GRU4Rec", "--dataset", "beauty", "--seed", "1",
+                            "--profile", profile_file(tmp_path), "--results-dir", str(results)], capsys)
+    assert code == 0 and "HR@10" in out
+    folder = store.run_dir(results, "tiny", "beauty", "GRU4Rec", 1)
+    record = store.read_record(folder)
+    for key in ("params", "seed", "env", "config_hash", "data", "curve", "timing", "metrics"):
+        assert key in record
+    assert record["data"]["sha256"].startswith("1d5ba224") and record["env"]["torch"].startswith("2.13")
+    assert record["env"]["git_revision"] and record["timing"]["epochs_run"] == 1
+    ranks = store.read_ranks(folder)
+    assert len(ranks["test"]) == 60 == len(ranks["users"]) == len(ranks["hist_len"])
+    assert store.metrics_from_ranks(ranks["test"]) == record["metrics"]["test"]
+    assert store.metrics_from_ranks(ranks["valid"]) == record["metrics"]["valid"]
