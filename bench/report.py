@@ -221,7 +221,7 @@ def _read_ranks(col: Collected, ok: list) -> None:
                     breakdown_rows.append((dataset, r["model"], seed, "head_tail", gname, metric,
                                            means[mi, gi], n[gi]))
         if hist is not None and dataset in edges:
-            group = np.searchsorted(edges[dataset], hist.astype(np.float64), side="right")
+            group = stats.assign_length_groups(hist, edges[dataset])
             means, n = stats.group_means(mat, group, len(edges[dataset]) + 1)
             labels = col.length_labels[dataset]
             for gi, gname in enumerate(labels):
@@ -1102,9 +1102,12 @@ def render(results_dir, reports_dir, profile: str, data_dir=None,
     cells2 = table2_cells(col, vs_best)
     if len(cells2):
         table("Table 2 (overall performance)", "table2", _table2_md(cells2), cells2, _table2_tex(cells2))
-        table("DiffuRec vs best baseline (Table 2 tests)", "significance_table2",
-              _sig_md("DiffuRec vs the best baseline of each Table 2 row", vs_best, "all rows of Table 2"),
-              vs_best)
+        if len(vs_best):
+            table("DiffuRec vs best baseline (Table 2 tests)", "significance_table2",
+                  _sig_md("DiffuRec vs the best baseline of each Table 2 row", vs_best, "all rows of Table 2"),
+                  vs_best)
+        else:
+            notes.append("No DiffuRec vs best-baseline tests: DiffuRec or every baseline is missing")
     else:
         notes.append("Table 2 not written: no ok runs of models without a variant")
 

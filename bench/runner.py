@@ -77,6 +77,13 @@ def evaluated_users(n_users: int, max_users: int | None) -> np.ndarray:
     return np.sort(np.random.default_rng(0).permutation(n_users)[:max_users])
 
 
+def per_dataset(value, dataset: str):
+    """A profile budget value: a plain value, or a dict by dataset with optional 'default'."""
+    if isinstance(value, dict):
+        return value.get(dataset, value.get("default"))
+    return value
+
+
 def resolve(entry: Entry, profile: dict) -> tuple[dict, str]:
     """(params, protocol) of an entry: defaults < YAML < profile < protocol < variant."""
     spec = get_spec(entry.base_model)
@@ -103,8 +110,8 @@ def run_entry(entry: Entry, profile: dict, results_dir, data_dir=None, force=Fal
     folder = store.run_dir(results_dir, profile["name"], entry.dataset, entry.model, entry.seed)
     params, protocol = resolve(entry, profile)
     full = load_sequences(entry.dataset, data_dir)
-    users = evaluated_users(full.n_users, profile.get("max_users"))
-    budget = {k: profile.get(k) for k in ("max_users", "max_train_prefixes")}
+    budget = {k: per_dataset(profile.get(k), entry.dataset) for k in ("max_users", "max_train_prefixes")}
+    users = evaluated_users(full.n_users, budget["max_users"])
     extra = profile["extra_evals"].get(entry.base_model, {}) if not entry.variant else {}
     key = {"model": entry.base_model, "dataset": entry.dataset, "seed": entry.seed, "protocol": protocol,
            "params": params, "data_sha256": full.sha256, "budget": budget, "extra_evals": extra,

@@ -51,10 +51,12 @@ HOLM_NOTE = (
 )
 LENGTH_RULE = (
     "Sequence-length groups: q20, q40, q60, q80 = numpy.quantile(hist_len, [.2, .4, .6, .8]) "
-    "(linear interpolation) over the dataset's evaluated users, hist_len = the test-time "
-    "history length before truncation. Groups are half-open: G1 = [min, q20), G2 = [q20, q40), "
-    "G3 = [q40, q60), G4 = [q60, q80), G5 = [q80, max] (i.e. group = searchsorted(q, hist_len, "
-    "side='right')). Ties in hist_len can leave a group empty; it is then shown as missing."
+    "(default linear interpolation) over the dataset's evaluated users, hist_len = the test-time "
+    "history length before truncation. Groups are half-open on the left: G1 = [min, q20], "
+    "G2 = (q20, q40], G3 = (q40, q60], G4 = (q60, q80], G5 = (q80, max] (group index = "
+    "numpy.searchsorted(q, hist_len, side='left')), so a length equal to a boundary falls in the "
+    "lower group. With many ties (short-sequence data) a group can still be empty; it is then "
+    "shown as missing."
 )
 
 
@@ -327,18 +329,23 @@ def length_groups(hist_len, n_groups: int = 5) -> tuple[np.ndarray, np.ndarray, 
     """Sequence-length group of every user (see ``LENGTH_RULE``).
 
     hist_len: (n_users,) ints.  Returns (group (n_users,) int in [0, n_groups),
-    edges (n_groups - 1,) float quantile boundaries, labels (n_groups,) like "[5, 7)").
+    edges (n_groups - 1,) float quantile boundaries, labels (n_groups,) like "(5, 7]").
     """
     h = np.asarray(hist_len, dtype=np.float64)
     if len(h) == 0:
         return np.zeros(0, np.int64), np.full(n_groups - 1, np.nan), [f"G{i + 1}" for i in range(n_groups)]
     edges = np.quantile(h, np.arange(1, n_groups) / n_groups)
-    group = np.searchsorted(edges, h, side="right")
+    group = assign_length_groups(h, edges)
     bounds = [h.min(), *edges, h.max()]
     fmt = lambda v: f"{v:g}"  # noqa: E731
-    labels = [f"[{fmt(bounds[i])}, {fmt(bounds[i + 1])})" for i in range(n_groups - 1)]
-    labels.append(f"[{fmt(bounds[-2])}, {fmt(bounds[-1])}]")
+    labels = [f"[{fmt(bounds[0])}, {fmt(bounds[1])}]"]
+    labels += [f"({fmt(bounds[i])}, {fmt(bounds[i + 1])}]" for i in range(1, n_groups)]
     return group, edges, labels
+
+
+def assign_length_groups(hist_len, edges) -> np.ndarray:
+    """(n_users,) group index of each length for boundaries ``edges`` (see ``LENGTH_RULE``)."""
+    return np.searchsorted(np.asarray(edges, np.float64), np.asarray(hist_len, np.float64), side="left")
 
 
 def group_means(per_user: np.ndarray, group: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:

@@ -210,7 +210,7 @@ class DiffuRec(SequentialRecommender):
     """DiffuRec (Li et al., TOIS 2023); see the module docstring for equations and choices."""
 
     # Cost of one extra length bucket, in padded-token equivalents (CPU dispatch overhead).
-    BUCKET_OVERHEAD_TOKENS = 512
+    BUCKET_OVERHEAD_TOKENS = 64
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)

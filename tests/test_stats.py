@@ -93,9 +93,11 @@ def test_length_groups_half_open():
     group, edges, labels = stats.length_groups(hist)
     np.testing.assert_allclose(edges, np.quantile(hist, [0.2, 0.4, 0.6, 0.8]))
     assert group.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
-    assert labels[0] == "[1, 2.8)" and labels[-1] == "[8.2, 10]"
-    group, edges, _ = stats.length_groups(np.array([2, 2, 2, 2, 5]))  # edges 2, 2, 2, 2.6: ties go up
-    assert group.tolist() == [3, 3, 3, 3, 4]
+    assert labels[0] == "[1, 2.8]" and labels[1] == "(2.8, 4.6]" and labels[-1] == "(8.2, 10]"
+    # ties at the minimum (short-sequence data): edges 4, 4, 5, 6; a boundary value goes to the lower group
+    group, edges, _ = stats.length_groups(np.array([4, 4, 4, 4, 5, 5, 6, 6, 9, 12]))
+    np.testing.assert_allclose(edges, [4, 4.6, 5.4, 6.6])
+    assert group.tolist() == [0, 0, 0, 0, 2, 2, 3, 3, 4, 4]  # G2 = (4, 4.6] holds no integer: empty
     means, counts = stats.group_means(np.array([[1.0, 0.0, 1.0, 1.0]]), np.array([0, 0, 1, 3]), 4)
     np.testing.assert_allclose(means[0], [0.5, 1.0, np.nan, 1.0])
     assert counts.tolist() == [2, 1, 0, 1]
