@@ -100,6 +100,17 @@ def resolve(entry: Entry, profile: dict) -> tuple[dict, str]:
     return params, protocol
 
 
+def config_key(entry: Entry, profile: dict, data_sha256: str, n_users_full: int) -> dict:
+    """Everything that determines a run's result; ``config_hash`` is its SHA-256."""
+    params, protocol = resolve(entry, profile)
+    budget = {k: per_dataset(profile.get(k), entry.dataset) for k in ("max_users", "max_train_prefixes")}
+    users = evaluated_users(n_users_full, budget["max_users"])
+    extra = profile["extra_evals"].get(entry.base_model, {}) if not entry.variant else {}
+    return {"model": entry.base_model, "dataset": entry.dataset, "seed": entry.seed, "protocol": protocol,
+            "params": params, "data_sha256": data_sha256, "budget": budget, "extra_evals": extra,
+            "users": store.config_hash({"u": users.tolist()})}
+
+
 def run_entry(entry: Entry, profile: dict, results_dir, data_dir=None, force=False,
               progress=None) -> tuple[str, dict | None]:
     """Run ``entry`` unless a record with the same config hash exists.
@@ -108,14 +119,10 @@ def run_entry(entry: Entry, profile: dict, results_dir, data_dir=None, force=Fal
     never overwrites a successful record: it is written to ``failed.json`` beside it.
     """
     folder = store.run_dir(results_dir, profile["name"], entry.dataset, entry.model, entry.seed)
-    params, protocol = resolve(entry, profile)
     full = load_sequences(entry.dataset, data_dir)
-    budget = {k: per_dataset(profile.get(k), entry.dataset) for k in ("max_users", "max_train_prefixes")}
+    key = config_key(entry, profile, full.sha256, full.n_users)
+    params, protocol, budget, extra = key["params"], key["protocol"], key["budget"], key["extra_evals"]
     users = evaluated_users(full.n_users, budget["max_users"])
-    extra = profile["extra_evals"].get(entry.base_model, {}) if not entry.variant else {}
-    key = {"model": entry.base_model, "dataset": entry.dataset, "seed": entry.seed, "protocol": protocol,
-           "params": params, "data_sha256": full.sha256, "budget": budget, "extra_evals": extra,
-           "users": store.config_hash({"u": users.tolist()})}
     chash = store.config_hash(key)
     existing = store.read_record(folder)
     if not force and existing and existing.get("status") == "ok" and existing.get("config_hash") == chash:
@@ -138,6 +145,7 @@ def run_entry(entry: Entry, profile: dict, results_dir, data_dir=None, force=Fal
         else:
             store.write_json(folder / "failed.json", record)
         return "failed", record
+    record["ranks_sha256"] = store.ranks_digest(ranks)
     store.write_run(folder, record, ranks)
     (folder / "failed.json").unlink(missing_ok=True)
     return "ok", record

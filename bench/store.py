@@ -28,7 +28,7 @@ SCHEMA = 1
 RECORD_FIELDS = (
     "schema", "status", "profile", "dataset", "model", "base_model", "seed", "protocol",
     "params", "config_hash", "data", "env", "metrics", "checkpoint", "curve", "timing",
-    "extra_evals", "error", "created",
+    "extra_evals", "error", "created", "ranks_sha256",
 )
 METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20")
 
@@ -57,6 +57,20 @@ def config_hash(payload: dict) -> str:
     """SHA-256 of the canonical JSON of what determines a run's result."""
     text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def ranks_digest(ranks: dict) -> str:
+    """SHA-256 over every array of a ``ranks.npz`` (name, dtype, shape, bytes; sorted by name).
+
+    Stored as ``record["ranks_sha256"]`` so that an edited rank is caught even when it
+    changes no metric.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(ranks):
+        arr = np.ascontiguousarray(ranks[name])
+        digest.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
+        digest.update(arr.tobytes())
+    return digest.hexdigest()
 
 
 def run_dir(results_dir, profile: str, dataset: str, model: str, seed: int) -> Path:

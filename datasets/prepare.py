@@ -12,6 +12,7 @@ import io
 import json
 import os
 import pickle
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,8 +219,9 @@ def load_sequences(name: str, data_dir=None, use_cache: bool = True) -> Sequence
         cache.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         np.savez(buffer, items=seqs.items, offsets=seqs.offsets, n_items=seqs.n_items, users=seqs.users)
-        tmp = cache.with_suffix(".tmp")
-        tmp.write_bytes(buffer.getvalue())
+        fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=".sequences.")  # parallel runs may race here
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(buffer.getvalue())
         os.replace(tmp, cache)
     return seqs
 
@@ -239,8 +241,9 @@ def write_atomic(seqs: Sequences, folder: Path, dataset_name: str) -> Path:
     users = np.repeat(seqs.users, lengths)
     positions = np.arange(len(seqs.items)) - np.repeat(seqs.offsets[:-1], lengths)
     body = "\n".join(f"{u}\t{i}\t{p}" for u, i, p in zip(users, seqs.items, positions))
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text("user_id:token\titem_id:token\ttimestamp:float\n" + body + "\n")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".inter.")
+    with os.fdopen(fd, "w") as handle:
+        handle.write("user_id:token\titem_id:token\ttimestamp:float\n" + body + "\n")
     os.replace(tmp, target)
     return Path(folder)
 

@@ -11,7 +11,7 @@ authors' code ACVAE/ACVAE-PyTorch):
   tanh(W eps + b) and added to the hidden states before each of the first two conv
   layers (the AVB "noise input"), so q need not be Gaussian.
 - Decoder: z_t -> tanh layer -> logits over all items; reconstruction term = the
-  multinomial log-likelihood of the next item at every step.
+  multinomial log-likelihood of the next item at every step (summed over steps).
 - Adversarial Variational Bayes objective: a discriminator T(x_t, z_t)
   (residual MLP on the step's item embedding and z; its output already contains the
   log-prior term 0.5 z^2, as in the authors' code) is trained with the logistic loss
@@ -31,10 +31,20 @@ authors' code ACVAE/ACVAE-PyTorch):
 Adaptations to this harness:
 
 - Leave-one-out next-item prediction with full ranking over all items; each training
-  instance is a prefix ``item_id_list`` with target ``item_id``: step t predicts item
-  t+1 of the known sequence (prefix followed by the target), summed over real steps
-  and divided by the batch size (the authors' normalisation).  The discriminator and
-  contrastive terms are summed over real steps the same way.
+  instance is a prefix ``item_id_list`` = h[0..n-1] with target ``item_id`` = h[n]
+  (the harness feeds every prefix n = 1..N of a user's sequence).
+- One step per instance (the per-sequence sum over steps is spread over the
+  prefixes): an instance contributes only the terms of its last real step t = n-1:
+  the reconstruction -log p(h[n] | z_t) (next-item prediction of the target), the
+  adversarial term T(x_t, z_t), the discriminator's loss at (x_t, z_t), and the
+  contrastive critic's output at step t (the critic GRU still reads the pairs
+  (x_s, z_s), s <= t, as before).  Every step t of a user's sequence is the last step
+  of exactly one prefix (n = t+1), so one epoch counts each step's terms once, as the
+  authors' per-sequence sum over steps does; decoding every real step of every prefix
+  would instead count step t once per prefix containing it (quadratic cost and
+  weighting).  All modules are causal, so the step-t terms depend only on h[0..t];
+  a history cut to ``MAX_ITEM_LIST_LENGTH`` changes only what the encoder sees.
+  Each term is averaged over the instances of the batch.
 - One optimizer, one loss: the authors step three optimizers (AdamW for the VAE, SGD
   for the contrastive critic + encoder, SGD for the discriminator on detached inputs).
   Here a single ``calculate_loss`` returns the sum of
@@ -49,8 +59,9 @@ Adaptations to this harness:
   Learning rates and weight decay are the harness's, shared by all parts.
 - The model keeps its own objective; the harness's ``loss_type`` is ignored.
 - Contrastive negatives: the authors' code pairs each user's sequence with the latents
-  of the next user in the batch (batch rolled by one); kept as is (a binary, JSD-style
-  estimator with one negative, not a softmax InfoNCE over the whole batch).
+  of the next user in the batch (batch rolled by one); kept (here the next instance of
+  the batch: its whole latent sequence, read by the critic up to step t) as a binary,
+  JSD-style estimator with one negative, not a softmax InfoNCE over the whole batch.
 - Evaluation: scores are the decoder logits at the last real position, with the
   encoder's noise set to zero, so scores are deterministic (the authors sample noise
   at evaluation too).  Already-seen items are not masked out.
@@ -167,8 +178,8 @@ class ACVAE(SequentialRecommender):
     def decode(self, z):
         return self.dec_out(torch.tanh(self.dec_hidden(z)))
 
-    def discriminator_loss(self, x, z, real):
-        """Logistic loss of T: posterior samples -> 1, prior samples -> 0.
+    def discriminator_loss(self, x, z):
+        """Logistic loss of T on (B, .) step inputs: posterior samples -> 1, prior -> 0.
 
         Inputs are detached: this term trains only the discriminator.
         """
@@ -176,41 +187,41 @@ class ACVAE(SequentialRecommender):
         prior = torch.randn_like(z)
         t_post, t_prior = self.discriminator(torch.cat([x, x]), torch.cat([z, prior])).chunk(2)
         per_dim = F.softplus(-t_post) + F.softplus(t_prior)
-        return (per_dim.mean(-1) * real).sum() / x.shape[0]
+        return per_dim.mean(-1).mean()
 
-    def adversarial_kl(self, x, z, real):
+    def adversarial_kl(self, x, z):
         """alpha-free generator KL term E_q[T(x, z)] with T's parameters frozen."""
         frozen = {name: p.detach() for name, p in self.discriminator.named_parameters()}
         t = functional_call(self.discriminator, frozen, (x, z))
-        return (t.mean(-1) * real).sum() / x.shape[0]
+        return t.mean(-1).mean()
 
-    def contrastive_loss(self, x, z, real):
-        """-log s(T'(x, z_u)) - log(1 - s(T'(x, z_u'))), u' = next user in the batch."""
+    def contrastive_loss(self, x, z, last):
+        """-log s(T'(x, z_u)) - log(1 - s(T'(x, z_u'))) at step ``last`` of each instance,
+        u' = next instance in the batch; x, z are whole (B, L, .) sequences."""
         shuffled = torch.roll(z, shifts=-1, dims=0)
-        t_joint, t_shuffled = self.critic(torch.cat([x, x]), torch.cat([z, shuffled])).chunk(2)
-        per_step = F.softplus(-t_joint) + F.softplus(t_shuffled)
-        return (per_step * real).sum() / x.shape[0]
+        t_all = self.critic(torch.cat([x, x]), torch.cat([z, shuffled]))  # (2B, L), causal
+        t_joint, t_shuffled = t_all.gather(1, torch.cat([last, last]).view(-1, 1)).chunk(2)
+        return (F.softplus(-t_joint) + F.softplus(t_shuffled)).mean()
 
     def loss_terms(self, interaction):
-        """The four terms of the single loss (see the module docstring), unweighted."""
+        """The four terms of the single loss (see the module docstring), unweighted.
+
+        Every term is taken at the last real step of each instance only.
+        """
         item_seq = interaction[self.ITEM_SEQ]
         item_len = interaction[self.ITEM_SEQ_LEN]
         target = interaction[self.POS_ITEM_ID]
-        B, L = item_seq.shape
-        real = (torch.arange(L, device=item_seq.device).view(1, L) < item_len.view(B, 1)).float()
+        last = item_len - 1
 
-        x, z = self.encode(item_seq)
-        known = torch.cat([item_seq, item_seq.new_zeros(B, 1)], dim=1)
-        known = known.scatter(1, item_len.view(-1, 1), target.view(-1, 1))
-        next_items = known[:, 1:]  # (B, L): item after each step
-        mask = real.bool()
-        log_probs = F.log_softmax(self.decode(z[mask]), dim=-1)  # real steps only
-        reconstruction = -log_probs.gather(1, next_items[mask].view(-1, 1)).sum() / B
+        x, z = self.encode(item_seq)  # (B, L, .), causal over the whole history
+        x_t, z_t = self.gather_indexes(x, last), self.gather_indexes(z, last)
+        log_probs = F.log_softmax(self.decode(z_t), dim=-1)  # (B, n_items): one step each
+        reconstruction = -log_probs.gather(1, target.view(-1, 1)).mean()
         return {
             "reconstruction": reconstruction,
-            "adversarial_kl": self.adversarial_kl(x, z, real),
-            "contrastive": self.contrastive_loss(x, z, real),
-            "discriminator": self.discriminator_loss(x, z, real),
+            "adversarial_kl": self.adversarial_kl(x_t, z_t),
+            "contrastive": self.contrastive_loss(x, z, last),
+            "discriminator": self.discriminator_loss(x_t, z_t),
         }
 
     def calculate_loss(self, interaction):

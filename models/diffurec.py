@@ -193,7 +193,8 @@ class _Block(nn.Module):
         b, length, hidden = h.shape
         a = self.ln1(h)
         w, bias = self.qkv.weight, self.qkv.bias
-        k, v = F.linear(a, w[hidden:], bias[hidden:]).view(b, length, 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+        kv = F.linear(a, w[hidden:], bias[hidden:])
+        k, v = kv.view(b, length, 2, self.heads, -1).permute(2, 0, 3, 1, 4)
         if last is None:
             a_last, h_last = a[:, -1], h[:, -1]
         else:

@@ -13,19 +13,33 @@ noveens/svae_cf):
 - Objective: the paper's negative ELBO summed over time steps, with its *next-k*
   likelihood variant (each step predicts the next k items, multinomial
   log-likelihood), plus anneal * KL(q(z_t | x_{1:t}) || N(0, I)).  As in the authors'
-  code the likelihood is summed over time steps and divided by k, the KL is averaged
-  over time steps, and the KL weight is annealed linearly (as in Liang et al. 2018's
+  code the likelihood of a step is divided by k, and the KL weight is annealed linearly (as in Liang et al. 2018's
   Mult-VAE) up to ``kl_max``.
 
 Adaptations to this harness:
 
 - Leave-one-out next-item prediction with full ranking over all items: the authors'
   code evaluates held-out users (fold-in of 80% of the history, rank the remaining 20%);
-  here every training instance is a prefix ``item_id_list`` with target ``item_id``.
-  The next-k targets of step t come from the known sequence = the prefix followed by
-  the target; steps whose k-window runs past the known items use the items that are
-  known (the last step predicts only the target).  A window item repeated inside the
-  window counts once (multi-hot targets, as in the authors' code); the divisor stays k.
+  here every training instance is a prefix ``item_id_list`` = h[0..n-1] with target
+  ``item_id`` = h[n] (the harness feeds every prefix n = 1..N of a user's sequence).
+- One decoded position per instance (the per-sequence sum over time steps is spread
+  over the prefixes): an instance decodes only step t = max(n - k, 0) with its window
+  h[t+1 .. min(t+k, n)] (the target included where it falls in the window).  Across the
+  prefixes n = k..N of a user, every step t = 0..N-k gets its full next-k window exactly
+  once, so one epoch counts each step's next-k term once, as the per-sequence objective
+  does.  Differences: step 0 also appears with partial windows h[1..n] for the prefixes
+  n < k, and the last k-1 steps (whose windows would run past the training sequence)
+  are not decoded.  Decoding every real step of every prefix instead would count step t
+  once per prefix containing it (quadratic cost and weighting).  The encoder still runs
+  over the whole history; it is causal (GRU), so z_t depends only on h[0..t] and
+  trailing padding changes nothing; a history cut to
+  ``MAX_ITEM_LIST_LENGTH`` keeps the same absolute step t = n - k.
+  A window item repeated inside the window counts once (multi-hot targets, as in the
+  authors' code); the divisor stays k.  The loss is the mean over instances of
+  (-log-likelihood of the window / k + anneal * KL(q(z_t | h[0..t]) || N(0, I))), so
+  each step's KL gets the same weight as its likelihood term (the authors average the
+  KL over the T steps of a sequence while summing the likelihood, i.e. weigh it 1/T of
+  this; a user's T is unknown to a single prefix instance).
 - Scoring (``full_sort_predict``): decoder logits at the last real position, computed
   from the posterior mean mu (no sampling at evaluation, so scores are deterministic).
   Already-seen items are not masked out (the harness ranks every item).
@@ -35,9 +49,6 @@ Adaptations to this harness:
   steps (one user per step there); ``anneal_steps`` defaults to that count.
 - The authors sample z with sigma = exp(log_sigma) but compute the KL as if that head
   were log(sigma^2); here the head is the log-variance in both places (standard VAE).
-- The decoder is only evaluated at real (non-padding) positions, so the cost scales
-  with the number of real steps, not B x L.  Outputs at real positions depend only on
-  earlier items (GRU), so trailing padding changes nothing.
 - The model keeps its own objective (the next-k negative ELBO); the harness's
   ``loss_type`` is ignored.
 - Optimizer settings (Adam, learning rate, weight decay: the authors use 5e-3) are the
@@ -95,42 +106,44 @@ class SVAE(SequentialRecommender):
         return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 
     # ------------------------------------------------------------------ loss
-    def next_k_targets(self, item_seq, item_len, target):
-        """(B, L, k) next-k item windows of every step and a validity mask.
+    def decoded_step(self, item_len):
+        """(B,) the one step decoded per instance: t = max(n - k, 0), n = history length."""
+        return (item_len - self.next_k).clamp_min(0)
 
-        The known sequence is the prefix followed by the target; window entries past
-        it (padding) or repeating an earlier entry of the same window are invalid.
+    def next_k_targets(self, item_seq, item_len, target):
+        """The decoded step t of every instance, its (B, k) next-k window and validity mask.
+
+        The known sequence is the prefix followed by the target (h[0..n]); the window of
+        step t is h[t+1 .. t+k]; entries past h[n] or repeating an earlier entry of the
+        same window are invalid.
         """
-        B, L = item_seq.shape
+        B = item_seq.shape[0]
         k = self.next_k
         known = torch.cat([item_seq, item_seq.new_zeros(B, k + 1)], dim=1)
         known = known.scatter(1, item_len.view(-1, 1), target.view(-1, 1))
-        offsets = torch.arange(L, device=item_seq.device).view(L, 1) + torch.arange(
-            1, k + 1, device=item_seq.device).view(1, k)
-        windows = known[:, offsets]  # (B, L, k)
-        valid = windows > 0
+        step = self.decoded_step(item_len)
+        index = step.view(B, 1) + torch.arange(1, k + 1, device=item_seq.device).view(1, k)
+        windows = known.gather(1, index)  # (B, k)
+        valid = (windows > 0) & (index <= item_len.view(B, 1))
         for j in range(1, k):
-            repeated = (windows[..., j : j + 1] == windows[..., :j]).any(-1)
-            valid[..., j] &= ~repeated
-        return windows, valid
+            repeated = (windows[:, j : j + 1] == windows[:, :j]).any(-1)
+            valid[:, j] &= ~repeated
+        return step, windows, valid
 
     def calculate_loss(self, interaction):
         item_seq = interaction[self.ITEM_SEQ]
         item_len = interaction[self.ITEM_SEQ_LEN]
         target = interaction[self.POS_ITEM_ID]
-        B, L = item_seq.shape
-        real = torch.arange(L, device=item_seq.device).view(1, L) < item_len.view(B, 1)
+        B = item_seq.shape[0]
 
-        mu, logvar = self.encode(item_seq)
-        mu_r, logvar_r = mu[real], logvar[real]  # (N, latent), N real steps
-        z = self.reparameterize(mu_r, logvar_r)
-        log_probs = F.log_softmax(self.decode(z), dim=-1)  # (N, n_items)
-
-        windows, valid = self.next_k_targets(item_seq, item_len, target)
-        windows, valid = windows[real], valid[real]  # (N, k)
+        step, windows, valid = self.next_k_targets(item_seq, item_len, target)
+        mu, logvar = self.encode(item_seq)  # causal over the whole history
+        mu_t, logvar_t = self.gather_indexes(mu, step), self.gather_indexes(logvar, step)
+        z = self.reparameterize(mu_t, logvar_t)
+        log_probs = F.log_softmax(self.decode(z), dim=-1)  # (B, n_items): one step each
         nll = -(log_probs.gather(1, windows) * valid).sum() / (self.next_k * B)
 
-        kl = 0.5 * (torch.exp(logvar_r) + mu_r.pow(2) - 1.0 - logvar_r).sum(-1).mean()
+        kl = 0.5 * (torch.exp(logvar_t) + mu_t.pow(2) - 1.0 - logvar_t).sum(-1).mean()
         weight = self.kl_weight()
         if self.training:
             self.train_steps += 1

@@ -139,7 +139,7 @@ def test_posterior_mean_and_variance_match_product_of_gaussians(name):
     T = 32
     m = build(noise_schedule=name, diffusion_steps=T, reverse_steps=T)
     g = torch.Generator().manual_seed(1)
-    x0, xt = torch.randn(m.hidden_size, generator=g).double(), torch.randn(m.hidden_size, generator=g).double()
+    x0, xt = (torch.randn(m.hidden_size, generator=g).double() for _ in range(2))
     abar = m.alphas_cumprod.double()
     for t in range(2, T + 1):
         mean, var = posterior_by_product_of_gaussians(abar[t - 1].item(), abar[t - 2].item(), x0, xt)
@@ -158,29 +158,26 @@ def test_posterior_mean_and_variance_match_product_of_gaussians(name):
 
 
 def test_respaced_reverse_and_noise_variants():
+    """K < T: the posterior of the respaced chain (abar at the visited steps), per noise rule."""
     T, K = 32, 8
+    taus = [int(round(1 + i * (T - 1) / (K - 1))) for i in range(K)][::-1]  # visiting order
     for noise in ("std", "variance", "large"):
         m = build(diffusion_steps=T, reverse_steps=K, sampling_noise=noise)
-        taus = [int(round(1 + i * (T - 1) / (K - 1))) for i in range(K)][::-1]  # visiting order
         assert (m.rev_step_index + 1).tolist() == taus
         abar = m.alphas_cumprod.double()
-        x0, xt = torch.ones(1), torch.zeros(1)
-        for k, t in enumerate(taus):
-            prev = abar[taus[k + 1] - 1].item() if k + 1 < K else 1.0
-            if k + 1 < K:
-                mean, var = posterior_by_product_of_gaussians(abar[t - 1].item(), prev, 1.0, 0.0)
-                coef_x0 = mean  # x0 = 1, xt = 0
-                mean2, _ = posterior_by_product_of_gaussians(abar[t - 1].item(), prev, 0.0, 1.0)
-                assert m.rev_coef_x0[k].item() == pytest.approx(coef_x0, rel=1e-4)
-                assert m.rev_coef_xt[k].item() == pytest.approx(mean2, rel=1e-4)
-                beta = 1 - abar[t - 1].item() / prev
-                want = {"std": math.sqrt(var), "variance": var, "large": math.sqrt(beta)}[noise]
-                assert m.rev_sigma[k].item() == pytest.approx(want, rel=1e-4)
-            else:
-                assert m.rev_coef_x0[k].item() == pytest.approx(1.0) and abs(m.rev_coef_xt[k].item()) < 1e-6
-                assert m.rev_sigma[k].item() == 0.0
-        del x0, xt
-    assert build(reverse_steps=1).rev_step_index.tolist() == [31]
+        for k, t in enumerate(taus[:-1]):
+            prev = abar[taus[k + 1] - 1].item()
+            coef_x0, var = posterior_by_product_of_gaussians(abar[t - 1].item(), prev, 1.0, 0.0)
+            coef_xt, _ = posterior_by_product_of_gaussians(abar[t - 1].item(), prev, 0.0, 1.0)
+            assert m.rev_coef_x0[k].item() == pytest.approx(coef_x0, rel=1e-4)
+            assert m.rev_coef_xt[k].item() == pytest.approx(coef_xt, rel=1e-4)
+            beta = 1 - abar[t - 1].item() / prev
+            want = {"std": math.sqrt(var), "variance": var, "large": math.sqrt(beta)}[noise]
+            assert m.rev_sigma[k].item() == pytest.approx(want, rel=1e-4)
+        # the last visited step returns x0_hat itself, without noise
+        assert m.rev_coef_x0[-1].item() == pytest.approx(1.0) and abs(m.rev_coef_xt[-1].item()) < 1e-6
+        assert m.rev_sigma[-1].item() == 0.0
+    assert build(reverse_steps=1).rev_step_index.tolist() == [T - 1]
 
 
 # ---------------------------------------------------------------- model behaviour
@@ -234,7 +231,8 @@ def test_gradients_reach_every_parameter(cfg):
     m = build(**CONFIGS[cfg])
     m.train()
     m.calculate_loss(make_batch([5, 1, 9, 3, 12, 2, 7, 7])).backward()
-    silent = [n for n, p in m.named_parameters() if p.requires_grad and (p.grad is None or not torch.any(p.grad != 0))]
+    silent = [n for n, p in m.named_parameters()
+              if p.requires_grad and (p.grad is None or not torch.any(p.grad != 0))]
     assert not silent, f"no gradient reaches {silent}"
     assert all(torch.isfinite(p.grad).all() for p in m.parameters())
 

@@ -116,12 +116,57 @@ def test_svae_kl_weight_anneals_with_training_steps():
 
 def test_svae_next_k_windows_use_known_items_only():
     model = build("SVAE", next_k=3)
-    seq = torch.tensor([[3, 4, 3, 0], [7, 0, 0, 0]])
-    windows, valid = model.next_k_targets(seq, torch.tensor([3, 1]), torch.tensor([4, 8]))
-    # known sequences: 3 4 3 | 4   and   7 | 8
-    assert windows[0, 0].tolist() == [4, 3, 4] and valid[0, 0].tolist() == [True, True, False]
-    assert windows[0, 2].tolist() == [4, 0, 0] and valid[0, 2].tolist() == [True, False, False]
-    assert windows[1, 0].tolist() == [8, 0, 0] and valid[1, 0].tolist() == [True, False, False]
+    seq = torch.tensor([[3, 4, 3, 0, 0], [7, 0, 0, 0, 0], [5, 6, 7, 8, 9]])
+    step, windows, valid = model.next_k_targets(seq, torch.tensor([3, 1, 5]),
+                                                torch.tensor([4, 8, 2]))
+    # known sequences: 3 4 3 | 4   and   7 | 8   and   5 6 7 8 9 | 2
+    assert step.tolist() == [0, 0, 2]  # max(n - k, 0)
+    assert windows[0].tolist() == [4, 3, 4] and valid[0].tolist() == [True, True, False]
+    assert windows[1].tolist() == [8, 0, 0] and valid[1].tolist() == [True, False, False]
+    assert windows[2].tolist() == [8, 9, 2] and valid[2].tolist() == [True, True, True]
+
+
+def test_svae_prefixes_decode_each_full_window_once():
+    """Over all prefixes of one user (one epoch), each step t <= N-k gets its full next-k
+    window exactly once; step 0 also appears with the partial windows of prefixes n < k."""
+    k = 3
+    model = build("SVAE", next_k=k)
+    full = torch.arange(11, 19)  # s[0..N], N = 7, distinct items
+    N = len(full) - 1
+    seen = []
+    for n in range(1, N + 1):
+        seq = torch.zeros(1, N, dtype=torch.long)
+        seq[0, :n] = full[:n]
+        step, windows, valid = model.next_k_targets(seq, torch.tensor([n]), full[n].view(1))
+        seen.append((int(step), tuple(windows[0][valid[0]].tolist())))
+    full_windows = [(t, w) for t, w in seen if len(w) == k]
+    assert full_windows == [(t, tuple(full[t + 1: t + 1 + k].tolist())) for t in range(N - k + 1)]
+    partial = [(t, w) for t, w in seen if len(w) < k]
+    assert partial == [(0, tuple(full[1: n + 1].tolist())) for n in range(1, k)]
+
+
+def test_svae_loss_decodes_one_step_per_instance():
+    """The loss equals the next-k NLL / k + KL at step max(n-k, 0), recomputed by hand."""
+    torch.manual_seed(0)
+    model = build("SVAE", next_k=2, anneal_steps=0, kl_max=0.3)
+    model.train()
+    inter = batch()
+    torch.manual_seed(7)
+    loss = model.calculate_loss(inter)
+    torch.manual_seed(7)
+    mu, logvar = model.encode(inter["item_id_list"])
+    expected = []
+    for b, n in enumerate(inter["item_length"].tolist()):
+        t = max(n - 2, 0)
+        known = inter["item_id_list"][b, :n].tolist() + [int(inter["item_id"][b])]
+        window = list(dict.fromkeys(known[t + 1: t + 3]))
+        m, lv = mu[b, t], logvar[b, t]
+        expected.append((m, lv, window))
+    z = torch.stack([m + torch.exp(0.5 * lv) * torch.randn_like(m) for m, lv, _ in expected])
+    log_probs = torch.log_softmax(model.decode(z), -1)
+    nll = -sum(log_probs[i, w].sum() for i, (_, _, w) in enumerate(expected)) / (2 * 6)
+    kl = sum(0.5 * (lv.exp() + m.pow(2) - 1 - lv).sum() for m, lv, _ in expected) / 6
+    torch.testing.assert_close(loss, nll + 0.3 * kl, rtol=1e-4, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------- ACVAE
@@ -155,6 +200,22 @@ def test_acvae_discriminator_gets_its_own_ascent_gradient():
     torch.manual_seed(1)  # same noise, dropout masks and prior samples
     after = model.loss_terms(inter)["discriminator"]
     assert after < terms["discriminator"]
+
+
+def test_acvae_reconstruction_is_next_item_at_last_step():
+    """With the encoder's noise and dropout off, the reconstruction term is the mean
+    cross-entropy of the target under the scores ``full_sort_predict`` ranks with."""
+    torch.manual_seed(0)
+    model = build("ACVAE").eval()
+    inter = batch()
+    with torch.no_grad():
+        terms = model.loss_terms(inter)
+        scores = model.full_sort_predict(inter)
+        padded = model.loss_terms(batch(width=12))["reconstruction"]
+    expected = torch.nn.functional.cross_entropy(scores, inter["item_id"])
+    torch.testing.assert_close(terms["reconstruction"], expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(padded, expected, rtol=1e-5, atol=1e-5)
+    assert all(v.dim() == 0 and torch.isfinite(v) for v in terms.values())
 
 
 # ---------------------------------------------------------------------------- STOSA
