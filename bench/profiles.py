@@ -69,12 +69,14 @@ def grid(profile: dict, models=None, datasets=None, seeds=None) -> list[Entry]:
         bad = sorted(wanted_models - known)
         if bad:
             raise BenchError(f"model(s) {', '.join(bad)} not in profile '{profile['name']}'")
-    entries = []
-    for dataset in profile["datasets"]:
-        if datasets and dataset not in datasets:
+    # seed-major, the main table before the analysis variants: an interrupted grid
+    # leaves complete seeds of every model on every dataset first
+    entries, variant_entries = [], []
+    for seed in profile["seeds"]:
+        if seeds is not None and seed not in seeds:
             continue
-        for seed in profile["seeds"]:
-            if seeds is not None and seed not in seeds:
+        for dataset in profile["datasets"]:
+            if datasets and dataset not in datasets:
                 continue
             for name in names:
                 if wanted_models is None or name.lower() in wanted_models:
@@ -86,5 +88,5 @@ def grid(profile: dict, models=None, datasets=None, seeds=None) -> list[Entry]:
                     continue
                 if wanted_models is None or var["name"].lower() in wanted_models:
                     base = specs[var["model"].lower()].name
-                    entries.append(Entry(dataset, var["name"], int(seed), base, _freeze(var.get("params", {}))))
-    return entries
+                    variant_entries.append(Entry(dataset, var["name"], int(seed), base, _freeze(var.get("params", {}))))
+    return entries + variant_entries
