@@ -151,12 +151,6 @@ def _welch_interval(a, b, level=0.95) -> tuple[float, float]:
 
 
 # =========================================================================== config keys
-def budget_of(profile: dict, dataset: str) -> dict:
-    from bench.runner import per_dataset
-
-    return {k: per_dataset(profile.get(k), dataset) for k in ("max_users", "max_train_prefixes")}
-
-
 def expected_key(entry: Entry, profile: dict, data_sha256: str, n_users_full: int) -> dict:
     """What ``bench.runner.run_entry`` hashes into ``config_hash`` for ``entry`` today."""
     from bench.runner import config_key

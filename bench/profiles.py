@@ -63,6 +63,11 @@ def grid(profile: dict, models=None, datasets=None, seeds=None) -> list[Entry]:
     for name in names + [v.get("model", "") for v in profile["variants"]]:
         if name.lower() not in specs:
             raise BenchError(f"profile '{profile['name']}': unknown model '{name}'")
+    for key in profile["model_overrides"]:
+        model, _, dataset = key.partition("@")
+        if model.lower() not in specs or (dataset and dataset not in profile["datasets"]):
+            raise BenchError(f"profile '{profile['name']}': model_overrides key '{key}' names no model "
+                             f"(or dataset) of this profile")
     wanted_models = {m.lower() for m in models} if models else None
     if wanted_models:
         known = {n.lower() for n in names} | {v["name"].lower() for v in profile["variants"]}

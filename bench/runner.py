@@ -85,14 +85,19 @@ def per_dataset(value, dataset: str):
 
 
 def resolve(entry: Entry, profile: dict) -> tuple[dict, str]:
-    """(params, protocol) of an entry: defaults < YAML < profile < protocol < variant."""
+    """(params, protocol) of an entry: defaults < YAML < profile < protocol < variant.
+
+    ``model_overrides`` may name a model (``TiMiRec``) or a model on one dataset
+    (``TiMiRec@ml-1m``); the latter wins.
+    """
     spec = get_spec(entry.base_model)
     variant = entry.variant_params
     protocol = variant.pop("protocol", profile["protocol"])
     card = load_card(entry.dataset)
     max_len = min(card["max_seq_len"], profile["max_seq_len"].get(entry.dataset, card["max_seq_len"]))
+    overrides = profile["model_overrides"]
     layers = [{"MAX_ITEM_LIST_LENGTH": max_len}, spec.params, profile["train"],
-              profile["model_overrides"].get(spec.name, {})]
+              overrides.get(spec.name, {}), overrides.get(f"{spec.name}@{entry.dataset}", {})]
     params = resolve_params(spec, *layers, protocol=protocol)
     params.update(variant)
     # a model YAML may ask for a shorter history than the dataset (Caser's L), never longer
