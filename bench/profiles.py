@@ -74,12 +74,13 @@ def grid(profile: dict, models=None, datasets=None, seeds=None) -> list[Entry]:
         bad = sorted(wanted_models - known)
         if bad:
             raise BenchError(f"model(s) {', '.join(bad)} not in profile '{profile['name']}'")
-    # seed-major, the main table before the analysis variants: an interrupted grid
-    # leaves complete seeds of every model on every dataset first
-    entries, variant_entries = [], []
+    # seed-major, and within a seed the main table before the analysis variants: an
+    # interrupted grid leaves whole seeds of every model (and of the variants) behind
+    entries = []
     for seed in profile["seeds"]:
         if seeds is not None and seed not in seeds:
             continue
+        variant_entries = []
         for dataset in profile["datasets"]:
             if datasets and dataset not in datasets:
                 continue
@@ -94,4 +95,5 @@ def grid(profile: dict, models=None, datasets=None, seeds=None) -> list[Entry]:
                 if wanted_models is None or var["name"].lower() in wanted_models:
                     base = specs[var["model"].lower()].name
                     variant_entries.append(Entry(dataset, var["name"], int(seed), base, _freeze(var.get("params", {}))))
-    return entries + variant_entries
+        entries += variant_entries
+    return entries
