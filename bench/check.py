@@ -47,7 +47,7 @@ from scipy import stats as sps
 
 from bench import stats, store
 from bench.errors import BenchError
-from bench.profiles import Entry, _freeze, grid, load_profile
+from bench.profiles import Entry, _freeze, all_variants, grid, load_profile
 from datasets.prepare import DataError, load_card, load_sequences, resolve_data_dir
 
 CLAIMS_FILE = Path(__file__).resolve().parent / "claims.yaml"
@@ -426,7 +426,7 @@ def _entry_for(profile: dict, dataset: str, model: str, seed: int) -> tuple[Entr
     for e in grid(profile):
         if e.dataset == dataset and e.model.lower() == model.lower() and e.seed == seed:
             return e, True
-    for var in profile["variants"]:
+    for var in all_variants(profile):
         if var["name"].lower() == model.lower():
             base = get_spec(var["model"]).name
             return Entry(dataset, var["name"], seed, base, _freeze(var.get("params", {}))), False

@@ -54,12 +54,12 @@ def cmd_run(args) -> int:
 
 def single_entry(profile: dict, model: str, dataset: str, seed: int):
     """Any model (or a variant of the profile) on any dataset card, with the profile's budget."""
-    from bench.profiles import Entry, _freeze
+    from bench.profiles import Entry, _freeze, all_variants
     from bench.zoo import get_spec
     from datasets.prepare import load_card
 
     load_card(dataset)
-    for var in profile["variants"]:
+    for var in all_variants(profile):
         if var["name"].lower() == model.lower():
             base = get_spec(var["model"]).name
             return Entry(dataset, var["name"], seed, base, _freeze(var.get("params", {})))

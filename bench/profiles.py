@@ -10,7 +10,7 @@ from bench.zoo import discover, load_yaml
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 REQUIRED = ("protocol", "datasets", "models", "seeds", "train")
 KNOWN = REQUIRED + ("description", "max_users", "max_train_prefixes", "max_seq_len",
-                    "model_overrides", "variants", "extra_evals", "determinism")
+                    "model_overrides", "variants", "extra_evals", "determinism", "tuning")
 
 
 def profile_names() -> list[str]:
@@ -56,6 +56,34 @@ def _freeze(params: dict) -> tuple:
     return tuple(sorted((k, v if not isinstance(v, (list, dict)) else repr(v)) for k, v in params.items()))
 
 
+def tuning_variants(profile: dict, specs: dict, names: list[str]) -> list[dict]:
+    """Variants that vary, one at a time, each setting a model's YAML lists under ``tuning``.
+
+    Only when the profile has ``tuning: {seeds: [...], datasets: [...]}``; the runs are
+    ordinary grid entries named ``<Model>-tune-<param>=<value>``, so the validation
+    scores of every setting sit in the store next to the defaults (``reports/*/tuning.md``).
+    """
+    if not profile.get("tuning"):
+        return []
+    where = {k: v for k, v in profile["tuning"].items() if k in ("seeds", "datasets")}
+    out = []
+    for name in names:
+        spec = specs[name.lower()]
+        for param, values in spec.tuning.items():
+            for value in values:
+                if value != spec.params.get(param):
+                    out.append({"name": f"{spec.name}-tune-{param}={value}", "model": spec.name,
+                                "params": {param: value}, **where})
+    return out
+
+
+def all_variants(profile: dict) -> list[dict]:
+    """The profile's named variants plus its tuning variants."""
+    specs = discover()
+    names = [s.name for s in specs.values()] if profile["models"] == "all" else list(profile["models"])
+    return list(profile["variants"]) + tuning_variants(profile, specs, names)
+
+
 def grid(profile: dict, models=None, datasets=None, seeds=None) -> list[Entry]:
     """Every (dataset, model, seed) of a profile, variants included, filtered by the args."""
     specs = discover()
@@ -63,6 +91,7 @@ def grid(profile: dict, models=None, datasets=None, seeds=None) -> list[Entry]:
     for name in names + [v.get("model", "") for v in profile["variants"]]:
         if name.lower() not in specs:
             raise BenchError(f"profile '{profile['name']}': unknown model '{name}'")
+    variants = list(profile["variants"]) + tuning_variants(profile, specs, names)
     for key in profile["model_overrides"]:
         model, _, dataset = key.partition("@")
         if model.lower() not in specs or (dataset and dataset not in profile["datasets"]):
@@ -70,7 +99,7 @@ def grid(profile: dict, models=None, datasets=None, seeds=None) -> list[Entry]:
                              f"(or dataset) of this profile")
     wanted_models = {m.lower() for m in models} if models else None
     if wanted_models:
-        known = {n.lower() for n in names} | {v["name"].lower() for v in profile["variants"]}
+        known = {n.lower() for n in names} | {v["name"].lower() for v in variants}
         bad = sorted(wanted_models - known)
         if bad:
             raise BenchError(f"model(s) {', '.join(bad)} not in profile '{profile['name']}'")
@@ -87,7 +116,7 @@ def grid(profile: dict, models=None, datasets=None, seeds=None) -> list[Entry]:
             for name in names:
                 if wanted_models is None or name.lower() in wanted_models:
                     entries.append(Entry(dataset, specs[name.lower()].name, int(seed), specs[name.lower()].name))
-            for var in profile["variants"]:
+            for var in variants:
                 if dataset not in var.get("datasets", profile["datasets"]):
                     continue
                 if seed not in var.get("seeds", profile["seeds"]):

@@ -34,7 +34,7 @@ HARNESS_DEFAULTS = {
     "eval_step": 1,
 }
 # Keys a model YAML may hold that are instructions to the harness, not model arguments.
-SPECIAL_KEYS = ("protocol_overrides",)
+SPECIAL_KEYS = ("protocol_overrides", "tuning")
 
 
 @dataclass
@@ -46,6 +46,7 @@ class ModelSpec:
     yaml_path: Path
     params: dict = field(default_factory=dict)
     protocol_overrides: dict = field(default_factory=dict)
+    tuning: dict = field(default_factory=dict)  # param -> values its paper leaves open
 
 
 def load_yaml(path: Path) -> dict:
@@ -88,7 +89,8 @@ def discover(models_dir: Path = MODELS_DIR) -> dict[str, ModelSpec]:
         cls = _model_class(module)
         params = load_yaml(yaml_path)
         overrides = params.pop("protocol_overrides", None) or {}
-        specs[cls.__name__.lower()] = ModelSpec(cls.__name__, cls, yaml_path, params, overrides)
+        tuning = params.pop("tuning", None) or {}
+        specs[cls.__name__.lower()] = ModelSpec(cls.__name__, cls, yaml_path, params, overrides, tuning)
     return specs
 
 

@@ -207,3 +207,17 @@ def test_paper_protocol_uses_per_metric_ranks():
     a, b = np.array([0, 50]), np.array([50, 0])
     assert report._per_metric_ranks({"test": a, "test@HR@10": b}, "HR@10") is b
     assert report._per_metric_ranks({"test": a, "test@HR@10": b}, "NDCG@10") is a
+
+
+def test_tuning_table_marks_the_best_validation_setting():
+    from bench.report import tuning_table
+
+    def rec(model, seed, valid, test=0.01):
+        return {"dataset": "beauty", "model": model, "base_model": "STOSA", "seed": seed,
+                "metrics": {"valid": {"NDCG@10": valid}, "test": {"NDCG@10": test}}}
+
+    records = [rec("STOSA", 0, 0.02), rec("STOSA", 1, 0.5),  # seed 1 was not tuned: ignored
+               rec("STOSA-tune-attn_dropout_prob=0.2", 0, 0.03)]
+    frame = tuning_table(records).set_index("setting")
+    assert frame.loc["default", "seeds"] == 1 and frame.loc["default", "valid_NDCG10"] == 0.02
+    assert bool(frame.loc["attn_dropout_prob=0.2", "best"]) and not bool(frame.loc["default", "best"])
