@@ -680,6 +680,17 @@ def _baselines(view: ResultsView, dataset: str, target: str, cfg: dict) -> list[
     return [m for m in view.main_models(dataset) if m != target and view.base(dataset, m).lower() in allowed]
 
 
+def _target_and_baselines(view: ResultsView, dataset: str, target: str, cfg: dict, notes: list) -> list[str]:
+    """The baselines run on ``dataset`` beside ``target``; [] (with a note why) when either is absent."""
+    if target not in view.main_models(dataset):
+        notes.append(f"{dataset}: no {target} run")
+        return []
+    bases = _baselines(view, dataset, target, cfg)
+    if not bases:
+        notes.append(f"{dataset}: no baseline run")
+    return bases
+
+
 def _paired_p(view, dataset, a, b, metric, mask=None) -> dict:
     ua, ub = view.per_user(dataset, a), view.per_user(dataset, b)
     if ua is None or ub is None:
@@ -696,12 +707,8 @@ def rule_beats_baselines(view: ResultsView, rule: dict, cfg: dict) -> dict:
     datasets, absent = _scope(view, rule)
     rows, notes = [], []
     for d in datasets:
-        if target not in view.main_models(d):
-            notes.append(f"{d}: no {target} run")
-            continue
-        bases = _baselines(view, d, target, cfg)
+        bases = _target_and_baselines(view, d, target, cfg, notes)
         if not bases:
-            notes.append(f"{d}: no baseline run")
             continue
         missing = [b for b in cfg.get("baselines", []) if b not in bases]
         if missing:
@@ -777,12 +784,8 @@ def rule_improvement_matches(view: ResultsView, rule: dict, cfg: dict) -> dict:
         if d not in paper:
             notes.append(f"{d}: not in the paper's Table 2")
             continue
-        if target not in view.main_models(d):
-            notes.append(f"{d}: no {target} run")
-            continue
-        bases = _baselines(view, d, target, cfg)
+        bases = _target_and_baselines(view, d, target, cfg, notes)
         if not bases:
-            notes.append(f"{d}: no baseline run")
             continue
         if len(bases) < len(cfg.get("baselines", [])):
             notes.append(f"{d}: best of {len(bases)} baselines only (the paper's best may be absent)")
