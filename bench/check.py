@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 import yaml
 from scipy import stats as sps
 
@@ -1339,13 +1340,18 @@ def reproduce(record_dir, results_dir=None, data_dir=None, profile_name=None, ke
             profile[key] = (record.get("budget") or {}).get(key)
         pinned = {**(record.get("params") or {}), "protocol": record["protocol"]}
         entry = dataclasses.replace(entry, variant=tuple(sorted(pinned.items())))
+    # CPU matmuls reduce in a thread-count-dependent order: bit-identical ranks need the
+    # record's thread count (a different one changes low-order bits, then the training path)
+    threads_now, threads_then = torch.get_num_threads(), (record.get("env") or {}).get("threads")
     tmp = Path(tempfile.mkdtemp(prefix="bench-reproduce-"))
     try:
+        if threads_then:
+            torch.set_num_threads(int(threads_then))
         t0 = time.perf_counter()
         status, rerun = run_entry(entry, profile, tmp, data_dir, force=True)
         seconds = time.perf_counter() - t0
         out = {"run": _run_id(record), "dir": str(folder), "profile": profile["name"], "mode": mode,
-               "differences": differences, "status": status, "seconds": seconds,
+               "differences": differences, "status": status, "seconds": seconds, "threads": threads_then,
                "rerun_dir": str(tmp) if keep else None}
         if status != "ok":
             out.update(identical=False, error=_error_text(rerun))
@@ -1364,13 +1370,14 @@ def reproduce(record_dir, results_dir=None, data_dir=None, profile_name=None, ke
         out.update(identical=cmp["identical"] and not lost, ranks=cmp, arrays_not_rerun=lost, metrics=metrics)
         return out
     finally:
+        torch.set_num_threads(threads_now)
         if not keep:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
 def cmd_reproduce(args) -> int:
     res = reproduce(args.record_dir, args.results_dir, args.data_dir, args.profile, args.keep)
-    print(f"reproduce {res['run']} (profile {res['profile']}; {res['mode']})")
+    print(f"reproduce {res['run']} (profile {res['profile']}; {res['mode']}; {res.get('threads')} threads as recorded)")
     for d in res["differences"][:12]:
         print(f"  note: {d}")
     if res["status"] != "ok":

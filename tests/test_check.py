@@ -256,3 +256,27 @@ def test_convergence_is_not_testable_when_diffurec_hits_the_epoch_cap(tmp_path):
     res = check.evaluate_claims(store.load_records(tmp_path, "fake"))
     conv = next(c for c in res if c["id"] == "F10-convergence-ml1m")
     assert conv["verdict"] == "not testable" and "epoch cap" in conv["reason"]
+
+
+@needs_data
+def test_reproduce_runs_with_the_recorded_thread_count(store_copy, monkeypatch):
+    import torch
+
+    import bench.runner
+    from bench.check import reproduce
+
+    prof, results, _ = store_copy
+    folder = store.run_dir(results, "tiny", "beauty", "SASRec", 0)
+    recorded = json.loads((folder / "record.json").read_text())["env"]["threads"]
+    _edit_record(folder, lambda r: r["env"].update(threads=recorded + 1))
+    seen, real_run = [], bench.runner.run_entry
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(bench.runner, "run_entry", spy)
+    before = torch.get_num_threads()
+    res = reproduce(folder, profile_name=str(prof))
+    assert seen == [recorded + 1] and res["threads"] == recorded + 1
+    assert torch.get_num_threads() == before
