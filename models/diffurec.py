@@ -455,7 +455,9 @@ class DiffuRec(SequentialRecommender):
             x0 = self.x0_coef[0] * e_target + self.x0_coef[1] * torch.randn_like(e_target)
         else:
             x0 = e_target
-        v = self.q_sample(x0, s) + self.step_embeddings()[s - 1]
+        # F.embedding, not step_embeddings()[s - 1]: the backward of advanced indexing with
+        # repeated indices accumulates in a thread-dependent order on CPU (runs differed)
+        v = self.q_sample(x0, s) + F.embedding(s - 1, self.step_embeddings())
         lam = self._draw_lambda(batch, item_seq.shape[1], perm)
         if perm is not None:
             v, target = v[perm], target[perm]
