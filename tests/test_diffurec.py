@@ -328,3 +328,24 @@ def test_learns_the_next_item_rule():
     rank = (scores > target).sum(1)
     hr10 = (rank < 10).float().mean().item()
     assert hr10 >= 0.9, hr10
+
+
+def test_training_gradients_are_bit_identical_on_two_threads():
+    """Repeated diffusion steps in a batch once reached the step MLP through an indexing
+    backward whose accumulation order depended on thread timing (runs differed)."""
+    model = build(hidden_size=64, inner_size=128)
+    model.train()
+    batch = make_batch(torch.randint(1, 12, (1024,), generator=torch.Generator().manual_seed(3)))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        grads = []
+        for _ in range(4):
+            torch.manual_seed(5)
+            model.zero_grad()
+            model.calculate_loss(batch).backward()
+            grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    finally:
+        torch.set_num_threads(threads)
+    for other in grads[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(grads[0], other))
