@@ -21,6 +21,20 @@ def _common(parser, profile=True):
         parser.add_argument("--profile", default="quick", help="profile name or YAML path (default quick)")
 
 
+def add_device_arg(parser) -> None:
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA when torch sees it, else the CPU), cpu, cuda or cuda:N")
+
+
+def _training_args(parser) -> None:
+    add_device_arg(parser)
+    parser.add_argument("--state-dir", default=None,
+                        help="saved training states (else $BENCH_STATE_DIR, else .cache/runs)")
+    parser.add_argument("--save-every", type=float, default=None, metavar="S",
+                        help="save the training state at the end of the first epoch S seconds after the "
+                             "last save (default 120)")
+
+
 def cmd_data_stats(args) -> int:
     from datasets.prepare import card_names, stats_rows
 
@@ -43,13 +57,17 @@ def cmd_run(args) -> int:
     from bench.runner import run_entry
 
     profile = load_profile(args.profile)
-    entries = [single_entry(profile, args.model, args.dataset, args.seed)]
-    status, record = run_entry(entries[0], profile, args.results_dir, args.data_dir, args.force,
-                               progress=lambda e: print(f"  epoch {e['epoch']:3d} loss {e['train_loss']:.4f} "
-                                                        f"{'' if e['valid'] is None else 'valid NDCG@10 %.4f' % e['valid']['NDCG@10']}",
-                                                        flush=True))
-    _print_result(entries[0], status, record)
-    return 0 if status != "failed" else 1
+    entry = single_entry(profile, args.model, args.dataset, args.seed)
+
+    def show_epoch(e):
+        valid = "" if e["valid"] is None else f" valid NDCG@10 {e['valid']['NDCG@10']:.4f}"
+        print(f"  epoch {e['epoch']:3d} loss {e['train_loss']:.4f} ({e['train_s']:.1f} s){valid}", flush=True)
+
+    status, record = run_entry(entry, profile, args.results_dir, args.data_dir, args.force, progress=show_epoch,
+                               device=args.device, state_dir=args.state_dir, save_every_s=args.save_every,
+                               notify=lambda text: print(text, flush=True))
+    _print_result(entry, status, record)
+    return 0 if status not in ("failed", "busy") else 1
 
 
 def single_entry(profile: dict, model: str, dataset: str, seed: int):
@@ -68,6 +86,9 @@ def single_entry(profile: dict, model: str, dataset: str, seed: int):
 
 
 def _print_result(entry, status, record):
+    if status == "busy":
+        print(f"busy    {entry.dataset}/{entry.model}/seed-{entry.seed}: another process is training it")
+        return
     if status == "failed":
         print(f"FAILED {entry.dataset}/{entry.model}/seed-{entry.seed}: {record['error']['type']}: "
               f"{record['error']['message']}")
@@ -82,7 +103,8 @@ def cmd_grid(args) -> int:
     from bench.grid import run_grid
 
     failed = run_grid(args.profile, args.results_dir, args.data_dir, args.models, args.datasets,
-                      args.seeds, executor=args.executor, address=args.address)
+                      args.seeds, executor=args.executor, address=args.address, device=args.device,
+                      state_dir=args.state_dir, save_every_s=args.save_every)
     return 1 if failed else 0
 
 
@@ -116,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dataset", required=True)
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--force", action="store_true", help="rerun even if an identical record exists")
+    _training_args(run)
     run.set_defaults(func=cmd_run)
 
     grid = sub.add_parser("grid", help="every (model, dataset, seed) of a profile; resumes")
@@ -125,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--seeds", nargs="+", type=int)
     grid.add_argument("--executor", choices=["local", "ray"], default="local")
     grid.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
+    _training_args(grid)
     grid.set_defaults(func=cmd_grid)
 
     report = sub.add_parser("report", help="render tables and figures from the records")

@@ -12,8 +12,8 @@ seen once per epoch, in a seeded random order.
 """
 from __future__ import annotations
 
-import copy
 import math
+import random
 import time
 from dataclasses import dataclass, field
 
@@ -49,6 +49,10 @@ class Instances:
     def targets(self) -> np.ndarray:
         return self.items[self.end]
 
+    def take(self, idx: np.ndarray) -> "Instances":
+        """The instances at positions ``idx`` (same flat item array)."""
+        return Instances(self.items, self.start[idx], self.end[idx], self.user[idx])
+
 
 def training_instances(seqs: Sequences, max_len: int, max_prefixes: int | None = None) -> Instances:
     """Every prefix of every training part (RecBole's augmentation).
@@ -78,20 +82,21 @@ def evaluation_instances(seqs: Sequences, max_len: int, split: str) -> Instances
     return Instances(seqs.items, start, end, np.arange(seqs.n_users) + 1)
 
 
-def make_batch(inst: Instances, idx: np.ndarray, width: int | None = None) -> Interaction:
-    """Right-padded (B, L) batch of instances ``idx``; L = longest history unless given."""
+def make_batch(inst: Instances, idx: np.ndarray, width: int | None = None, device=None) -> Interaction:
+    """Right-padded (B, L) batch of instances ``idx`` on ``device``; L = longest history unless given."""
     start, end = inst.start[idx], inst.end[idx]
     lengths = end - start
     width = int(lengths.max()) if width is None else width
     cols = start[:, None] + np.arange(width)[None, :]
     real = cols < end[:, None]
     seq = np.where(real, inst.items[np.minimum(cols, len(inst.items) - 1)], 0)
-    return Interaction({
+    batch = Interaction({
         "item_id_list": torch.from_numpy(seq.astype(np.int64)),
         "item_length": torch.from_numpy(lengths.astype(np.int64)),
         "item_id": torch.from_numpy(inst.items[end].astype(np.int64)),
         "user_id": torch.from_numpy(inst.user[idx].astype(np.int64)),
     })
+    return batch if device is None or torch.device(device).type == "cpu" else batch.to(device)
 
 
 def epoch_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
@@ -107,8 +112,10 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator
 
 
 @torch.no_grad()
-def rank_targets(model, inst: Instances, batch_size: int, width: int | None = None) -> np.ndarray:
+def rank_targets(model, inst: Instances, batch_size: int, width: int | None = None, device=None) -> np.ndarray:
     """(n,) 0-based rank of each instance's target among all items (padding excluded).
+
+    The scores stay on ``device`` (the model's); only the ranks come back.
 
     Ties count against the target (rank = #items scoring >= it, minus itself), and a
     NaN score becomes -inf, so a degenerate model cannot earn hits by ties.
@@ -118,12 +125,12 @@ def rank_targets(model, inst: Instances, batch_size: int, width: int | None = No
     ranks = np.empty(len(inst), dtype=np.int32)
     for i in range(0, len(order), batch_size):
         idx = order[i : i + batch_size]
-        batch = make_batch(inst, idx, width)
+        batch = make_batch(inst, idx, width, device)
         scores = model.full_sort_predict(batch).float()
         scores = torch.nan_to_num(scores, nan=-math.inf)
         scores[:, 0] = -math.inf
         target = scores.gather(1, batch["item_id"].unsqueeze(1))
-        ranks[idx] = ((scores[:, 1:] >= target).sum(1) - 1).numpy()  # padding never counts
+        ranks[idx] = ((scores[:, 1:] >= target).sum(1) - 1).cpu().numpy()  # padding never counts
     return ranks
 
 
@@ -131,14 +138,22 @@ class NonFiniteLoss(BenchError):
     pass
 
 
+class Interrupted(BaseException):
+    """Raised by a ``progress`` hook to end a run as a kill would: nothing is recorded and the
+    saved state is kept, so the next invocation resumes.  A ``BaseException``, so that the
+    runner's failure handling (``except Exception``) does not turn it into a failed record."""
+
+
 @dataclass
 class FitResult:
     """What training produced; ranks are (n_users,) arrays aligned with the users."""
 
-    valid_ranks: np.ndarray
-    test_ranks: np.ndarray
+    valid_ranks: np.ndarray | None = None
+    test_ranks: np.ndarray | None = None
     curve: list = field(default_factory=list)
     best_epoch: int = 0
+    stage: int = 1                  # the training stage the reported checkpoint comes from
+    stopped_by: str = ""            # 'patience' or 'epoch_cap' (then the run may not have converged)
     checkpoint_rule: str = "NDCG@10"
     test_ranks_by_metric: dict = field(default_factory=dict)
     best_epoch_by_metric: dict = field(default_factory=dict)
@@ -149,102 +164,212 @@ class FitResult:
     state_dict: dict | None = None
 
 
-def _optimizer(model, params):
-    opt = torch.optim.Adam(model.parameters(), lr=params["learning_rate"],
-                           weight_decay=params.get("weight_decay") or 0.0)
-    sched = None
+@dataclass
+class _Progress:
+    """Everything of a fit that changes from epoch to epoch besides model and optimizers.
+
+    This (with the model, the optimizers and the RNG states) is what a saved run state
+    holds, so a resumed fit continues exactly where the interrupted one stopped.
+    """
+
+    result: FitResult
+    epoch: int = 0                  # the next epoch to run
+    best: dict = field(default_factory=lambda: {m: -1.0 for m in METRICS})
+    best_state: dict | None = None
+    best_valid: np.ndarray | None = None
+    bad_validations: int = 0
+
+
+def _optimizers(model, params) -> tuple[list, list]:
+    """The model's own optimizers (``configure_optimizers``, models/CONTRACT.md) or one Adam;
+    a StepLR on each when the params ask for one."""
+    if hasattr(model, "configure_optimizers"):
+        opts = list(model.configure_optimizers())
+    else:
+        opts = [torch.optim.Adam(model.parameters(), lr=params["learning_rate"],
+                                 weight_decay=params.get("weight_decay") or 0.0)]
+    scheds = []
     if params.get("lr_step_size"):
-        sched = torch.optim.lr_scheduler.StepLR(opt, params["lr_step_size"], params.get("lr_gamma", 0.1))
-    return opt, sched
+        scheds = [torch.optim.lr_scheduler.StepLR(o, params["lr_step_size"], params.get("lr_gamma", 0.1))
+                  for o in opts]
+    return opts, scheds
+
+
+def _rng_states(rng: np.random.Generator, device: torch.device) -> dict:
+    states = {"engine": rng.bit_generator.state, "torch": torch.get_rng_state(),
+              "numpy": np.random.get_state(), "python": random.getstate()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict, rng: np.random.Generator) -> None:
+    rng.bit_generator.state = states["engine"]
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    if "cuda" in states:
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def train_epoch(model, opts, train: Instances, batches: list, width=None, device=None,
+                epoch: int = 0) -> tuple[float, int]:
+    """One pass over ``batches`` (index arrays into ``train``); (mean loss, batches run)."""
+    model.train()
+    total, count = 0.0, 0
+    for idx in batches:
+        loss = model.calculate_loss(make_batch(train, idx, width, device))
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(f"loss is {loss.item()} at epoch {epoch}, batch {count}")
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for opt in opts:
+            opt.step()
+        total += float(loss.detach())
+        count += 1
+    return total / max(count, 1), count
 
 
 def fit(model, params: dict, train: Instances, valid: Instances, test: Instances,
-        seed: int, protocol: str = "clean", progress=None) -> FitResult:
-    """Train with early stopping on validation, then rank every test target.
+        seed: int, protocol: str = "clean", progress=None, stop_valid: Instances | None = None,
+        device="cpu", state=None) -> FitResult:
+    """Train with early stopping on validation, then rank every validation and test target.
 
     clean: one checkpoint, the best validation NDCG@10; patience ``stopping_step``
       validations.
-    A model whose ``set_epoch(epoch)`` returns True (its objective changed, e.g. a
-    second training stage) gets its patience reset; no run stops before
-    ``min_epochs``.
     paper: the DiffuRec authors' rule: whenever *any* validation metric improves the
       test set is ranked with that checkpoint; each metric is reported at its own best
       validation epoch; stop after ``stopping_step`` validations without any gain.
+    ``stop_valid``: the validation instances early stopping watches (default ``valid``);
+      a fixed user subset makes a costly validation affordable.  The chosen checkpoint
+      then ranks every user of ``valid`` and ``test``.
+    Stages (models/CONTRACT.md): a model whose ``set_epoch(epoch)`` returns True, or whose
+      ``advance_stage()`` returns True when patience runs out, starts a new stage: patience
+      and the best score restart, so the reported checkpoint is the best of the last stage
+      (``advance_stage`` also restores the best weights of the stage that ended and gets
+      fresh optimizers).  No run stops before ``min_epochs``.
+    ``state``: a ``bench.resume.RunState``; the fit saves itself there and, when it holds a
+      state, continues from it, with the same result as an uninterrupted fit.
+    ``progress(entry)`` is called after every epoch (after the state is saved); it may raise
+      ``Interrupted``.
     """
     if protocol not in ("clean", "paper"):
         raise BenchError(f"unknown protocol '{protocol}' (known: clean, paper)")
+    device = torch.device(device)
+    model.to(device)
+    stop_valid = valid if stop_valid is None else stop_valid
     rng = np.random.default_rng(seed)
     width = params["MAX_ITEM_LIST_LENGTH"] if getattr(model, "fixed_length_input", False) else None
     batch_size, eval_bs = int(params["train_batch_size"]), int(params["eval_batch_size"])
-    opt, sched = _optimizer(model, params)
-    result = FitResult(valid_ranks=None, test_ranks=None,
-                       checkpoint_rule="NDCG@10" if protocol == "clean" else "per-metric")
-    best = {m: -1.0 for m in METRICS}
-    best_state, best_valid, bad_validations = None, None, 0
-    train_lengths = train.lengths
-    for epoch in range(int(params["epochs"])):
+    epochs, patience = int(params["epochs"]), int(params["stopping_step"])
+    opts, scheds = _optimizers(model, params)
+    p = _Progress(FitResult(checkpoint_rule="NDCG@10" if protocol == "clean" else "per-metric"))
+    saved = state.load() if state is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        for opt, s in zip(opts, saved["optimizers"]):
+            opt.load_state_dict(s)
+        for sched, s in zip(scheds, saved["schedulers"]):
+            sched.load_state_dict(s)
+        p = saved["progress"]
+        _set_rng_states(saved["rng"], rng)
+    result = p.result
+    watched = ["NDCG@10"] if protocol == "clean" else list(METRICS)
+    while p.epoch < epochs and not result.stopped_by:
+        epoch = p.epoch
+        entry = {"epoch": epoch, "stage": result.stage}
         if hasattr(model, "set_epoch") and model.set_epoch(epoch):
-            bad_validations = 0  # the objective changed (a new stage): patience starts afresh
-        model.train()
-        t0, total, count = time.perf_counter(), 0.0, 0
-        batches = epoch_batches(train_lengths, batch_size, rng, params.get("length_bucketing", True))
-        for idx in batches:
-            loss = model.calculate_loss(make_batch(train, idx, width))
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(f"loss is {loss.item()} at epoch {epoch}, batch {count}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach())
-            count += 1
-        if sched is not None:
+            _new_stage(p)  # the objective changed: patience and the checkpoint choice restart
+            entry["stage"] = result.stage
+        t0 = time.perf_counter()
+        batches = epoch_batches(train.lengths, batch_size, rng, params.get("length_bucketing", True))
+        loss, count = train_epoch(model, opts, train, batches, width, device, epoch)
+        for sched in scheds:
             sched.step()
-        result.train_s += time.perf_counter() - t0
+        entry.update(train_loss=loss, train_s=time.perf_counter() - t0, valid=None)
+        result.train_s += entry["train_s"]
         result.n_batches += count
-        entry = {"epoch": epoch, "train_loss": total / max(count, 1),
-                 "train_s": time.perf_counter() - t0, "valid": None}
-        last = epoch + 1 == int(params["epochs"])
-        if (epoch + 1) % int(params["eval_step"]) == 0 or last:
+        if (epoch + 1) % int(params["eval_step"]) == 0 or epoch + 1 == epochs:
             t1 = time.perf_counter()
-            ranks = rank_targets(model, valid, eval_bs, width)
+            ranks = rank_targets(model, stop_valid, eval_bs, width, device)
             result.eval_s += time.perf_counter() - t1
             scores = metrics_from_ranks(ranks)
             entry["valid"] = scores
-            improved = [m for m in METRICS if scores[m] > best[m]]
-            watched = ["NDCG@10"] if protocol == "clean" else METRICS
+            improved = [m for m in METRICS if scores[m] > p.best[m]]
             if any(m in improved for m in watched):
-                bad_validations = 0
-                if protocol == "clean":
-                    best["NDCG@10"] = scores["NDCG@10"]
-                    best_state = copy.deepcopy(model.state_dict())
-                    best_valid, result.best_epoch = ranks, epoch
-                else:
+                p.bad_validations = 0
+                if protocol == "paper":
                     t2 = time.perf_counter()
-                    test_ranks = rank_targets(model, test, eval_bs, width)
+                    test_ranks = rank_targets(model, test, eval_bs, width, device)
                     result.test_eval_s += time.perf_counter() - t2
                     for m in improved:
-                        best[m] = scores[m]
                         result.test_ranks_by_metric[m] = test_ranks
                         result.best_epoch_by_metric[m] = epoch
-                    if "NDCG@10" in improved:
-                        best_state = copy.deepcopy(model.state_dict())
-                        best_valid, result.best_epoch = ranks, epoch
+                for m in (improved if protocol == "paper" else ["NDCG@10"]):
+                    p.best[m] = scores[m]
+                if "NDCG@10" in improved:
+                    p.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                    p.best_valid, result.best_epoch = ranks, epoch
             else:
-                bad_validations += 1
+                p.bad_validations += 1
         result.curve.append(entry)
+        p.epoch = epoch + 1
+        patient = p.epoch < int(params.get("min_epochs") or 0)
+        if entry["valid"] is not None and p.bad_validations >= patience and not patient:
+            if not _advance_stage(model, p):
+                result.stopped_by = "patience"
+                _save(state, model, opts, scheds, p, rng, device, force=True)
+                if progress is not None:
+                    progress(entry)
+                break
+            opts, scheds = _optimizers(model, params)
+            entry["stage_after"] = result.stage
+        _save(state, model, opts, scheds, p, rng, device)
         if progress is not None:
             progress(entry)
-        patient = epoch + 1 < int(params.get("min_epochs") or 0)
-        if entry["valid"] is not None and bad_validations >= int(params["stopping_step"]) and not patient:
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    if not result.stopped_by:
+        result.stopped_by = "epoch_cap"
+    if p.best_state is not None:
+        model.load_state_dict(p.best_state)
     t3 = time.perf_counter()
-    result.valid_ranks = best_valid if best_valid is not None else rank_targets(model, valid, eval_bs, width)
+    if p.best_valid is not None and stop_valid is valid:
+        result.valid_ranks = p.best_valid
+    else:
+        result.valid_ranks = rank_targets(model, valid, eval_bs, width, device)
     if protocol == "paper" and "NDCG@10" in result.test_ranks_by_metric:
         result.test_ranks = result.test_ranks_by_metric["NDCG@10"]  # ranked at that checkpoint
     else:
-        result.test_ranks = rank_targets(model, test, eval_bs, width)
+        result.test_ranks = rank_targets(model, test, eval_bs, width, device)
     result.test_eval_s += time.perf_counter() - t3
-    result.state_dict = best_state
+    result.state_dict = p.best_state
     return result
+
+
+def _new_stage(p: _Progress) -> None:
+    p.result.stage += 1
+    p.best = {m: -1.0 for m in METRICS}
+    p.best_state, p.best_valid, p.bad_validations = None, None, 0
+    p.result.test_ranks_by_metric, p.result.best_epoch_by_metric = {}, {}
+
+
+def _advance_stage(model, p: _Progress) -> bool:
+    """Patience ran out: move the model to its next stage if it has one (models/CONTRACT.md)."""
+    if not hasattr(model, "advance_stage"):
+        return False
+    if p.best_state is not None:
+        model.load_state_dict(p.best_state)  # the next stage starts from this stage's best
+    if not model.advance_stage():
+        return False
+    _new_stage(p)
+    return True
+
+
+def _save(state, model, opts, scheds, p: _Progress, rng, device, force=False) -> None:
+    """Hand the fit's state to ``state`` (it decides whether this epoch is saved)."""
+    if state is None:
+        return
+    state.maybe_save(lambda: {
+        "model": model.state_dict(), "optimizers": [o.state_dict() for o in opts],
+        "schedulers": [s.state_dict() for s in scheds], "progress": p, "rng": _rng_states(rng, device),
+    }, p.result, force=force)

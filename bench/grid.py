@@ -30,8 +30,11 @@ def expected_entries(profile: dict, models=None, datasets=None, seeds=None):
 
 
 def run_grid(profile_name, results_dir, data_dir=None, models=None, datasets=None, seeds=None,
-             executor="local", address=None) -> list:
-    """Run the grid; returns the entries that failed."""
+             executor="local", address=None, device="auto", state_dir=None, save_every_s=None) -> list:
+    """Run the grid; returns the entries that failed.
+
+    A run another process is training (its state is locked) is left to that process.
+    """
     profile = load_profile(profile_name)
     present, missing = available_datasets(profile, data_dir)
     for name, why in missing.items():
@@ -49,9 +52,18 @@ def run_grid(profile_name, results_dir, data_dir=None, models=None, datasets=Non
     failed = []
     bar = tqdm(entries, desc=f"grid {profile['name']}", unit="run")
     for entry in bar:
-        bar.set_postfix_str(f"{entry.dataset}/{entry.model}/seed-{entry.seed}")
-        status, record = run_entry(entry, profile, results_dir, data_dir)
-        if status == "failed":
+        name = f"{entry.dataset}/{entry.model}/seed-{entry.seed}"
+        bar.set_postfix_str(name)
+
+        def show_epoch(e, name=name):
+            valid = "" if e["valid"] is None else f" valid NDCG@10 {e['valid']['NDCG@10']:.4f}"
+            bar.set_postfix_str(f"{name} epoch {e['epoch']}{valid}")
+
+        status, record = run_entry(entry, profile, results_dir, data_dir, device=device, state_dir=state_dir,
+                                   save_every_s=save_every_s, progress=show_epoch, notify=tqdm.write)
+        if status == "busy":
+            tqdm.write(f"busy   {name}: another process is training it")
+        elif status == "failed":
             failed.append(entry)
             tqdm.write(f"FAILED {entry.dataset}/{entry.model}/seed-{entry.seed}: "
                        f"{record['error']['type']}: {record['error']['message']}")
@@ -59,7 +71,13 @@ def run_grid(profile_name, results_dir, data_dir=None, models=None, datasets=Non
             m = record["metrics"]["test"]
             tqdm.write(f"ok     {entry.dataset}/{entry.model}/seed-{entry.seed}: HR@10 {m['HR@10']:.4f} "
                        f"NDCG@10 {m['NDCG@10']:.4f} ({record['timing']['epochs_run']} ep, "
-                       f"{record['timing']['train_s']:.0f}s train)")
+                       f"{record['timing']['train_s']:.0f}s train{_resumed(record)})")
     bar.close()
     print(f"grid {profile['name']}: {len(entries)} runs, {len(failed)} failed", flush=True)
     return failed
+
+
+def _resumed(record: dict) -> str:
+    segments = (record.get("resume") or {}).get("segments") or []
+    starts = [str(s["from_epoch"]) for s in segments[1:]]
+    return f", resumed at epoch {', '.join(starts)}" if starts else ""

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import gzip
+import hashlib
 import platform
 import random
 import subprocess
@@ -13,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench import engine, store
+from bench import engine, resume, store
 from bench.errors import BenchError
 from bench.profiles import Entry
+from bench.resume import RunState
 from bench.zoo import build_model, get_spec, resolve_params
 from datasets.prepare import Sequences, load_card, load_sequences
 
@@ -31,31 +34,67 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-@lru_cache(maxsize=1)
-def environment() -> dict:
-    """Versions, machine and git revision recorded with every run."""
-    import recbole
+def _git(*args) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                              timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
+
+# Changes under these paths do not change what a run computes; elsewhere they might.
+NOT_CODE = (":(exclude)results", ":(exclude)reports", ":(exclude)README.md")
+
+
+def code_diff() -> str:
+    """Uncommitted changes to tracked files that may change a run ('' when the code is committed)."""
+    return _git("diff", "HEAD", "--binary", "--", ".", *NOT_CODE)
+
+
+@lru_cache(maxsize=4)
+def environment(device: str = "cpu") -> dict:
+    """Versions, machine, device, precision flags and git revision recorded with every run."""
+    import recbole
 
     cpu = ""
     try:
         cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
     except (OSError, StopIteration):
         cpu = platform.processor()
+    dev = torch.device(device)
     return {
         "python": platform.python_version(), "torch": torch.__version__, "recbole": recbole.__version__,
         "numpy": np.__version__, "platform": platform.platform(), "cpu": cpu,
         "threads": torch.get_num_threads(),
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "git_revision": git("rev-parse", "HEAD") or "unknown",
-        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "precision": precision_flags(dev),
+        "git_revision": _git("rev-parse", "HEAD").strip() or "unknown",
+        "git_dirty": bool(code_diff()),
     }
+
+
+def precision_flags(device: torch.device) -> dict:
+    """The float settings in force: they decide how far GPU and CPU numbers may differ."""
+    flags = {"float32_matmul_precision": torch.get_float32_matmul_precision(),
+             "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
+    if device.type == "cuda":
+        flags.update(cuda=torch.version.cuda, cuda_matmul_tf32=torch.backends.cuda.matmul.allow_tf32,
+                     cudnn_tf32=torch.backends.cudnn.allow_tf32, cudnn=torch.backends.cudnn.version(),
+                     cudnn_deterministic=torch.backends.cudnn.deterministic,
+                     cudnn_benchmark=torch.backends.cudnn.benchmark)
+    return flags
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' -> CUDA when torch sees it, else the CPU; 'cuda' without CUDA is an error."""
+    if name not in ("auto", "cpu", "cuda") and not name.startswith("cuda:"):
+        raise BenchError(f"--device {name}: expected auto, cpu, cuda or cuda:N")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise BenchError(f"--device {name}: torch {torch.__version__} sees no CUDA device "
+                         f"(a CPU build, or no GPU here); use --device cpu or auto")
+    return torch.device(name)
 
 
 def head_items(seqs: Sequences) -> np.ndarray:
@@ -105,10 +144,16 @@ def resolve(entry: Entry, profile: dict) -> tuple[dict, str]:
     return params, protocol
 
 
+BUDGET_KEYS = ("max_users", "max_train_prefixes")
+# Budget keys that enter a run's config only where a profile sets them (older records stay current).
+OPTIONAL_BUDGET_KEYS = ("stop_users",)
+
+
 def config_key(entry: Entry, profile: dict, data_sha256: str, n_users_full: int) -> dict:
     """Everything that determines a run's result; ``config_hash`` is its SHA-256."""
     params, protocol = resolve(entry, profile)
-    budget = {k: per_dataset(profile.get(k), entry.dataset) for k in ("max_users", "max_train_prefixes")}
+    budget = {k: per_dataset(profile.get(k), entry.dataset) for k in BUDGET_KEYS}
+    budget.update({k: per_dataset(profile[k], entry.dataset) for k in OPTIONAL_BUDGET_KEYS if k in profile})
     users = evaluated_users(n_users_full, budget["max_users"])
     extra = profile["extra_evals"].get(entry.base_model, {}) if not entry.variant else {}
     return {"model": entry.base_model, "dataset": entry.dataset, "seed": entry.seed, "protocol": protocol,
@@ -116,13 +161,27 @@ def config_key(entry: Entry, profile: dict, data_sha256: str, n_users_full: int)
             "users": store.config_hash({"u": users.tolist()})}
 
 
-def run_entry(entry: Entry, profile: dict, results_dir, data_dir=None, force=False,
-              progress=None) -> tuple[str, dict | None]:
-    """Run ``entry`` unless a record with the same config hash exists.
+def stopping_users(n_users: int, stop_users: int | None) -> np.ndarray | None:
+    """Positions (among the evaluated users) of the fixed, seeded subset that early stopping
+    watches; None = all of them.  Seed 1, independent of the run's seed, so every model and
+    seed stops on the same users."""
+    if not stop_users or stop_users >= n_users:
+        return None
+    return np.sort(np.random.default_rng(1).permutation(n_users)[:stop_users])
 
-    Returns (status, record) with status 'skipped', 'ok' or 'failed'.  A failure
-    never overwrites a successful record: it is written to ``failed.json`` beside it.
+
+def run_entry(entry: Entry, profile: dict, results_dir, data_dir=None, force=False,
+              progress=None, device="cpu", state_dir=None, save_every_s=None, notify=None
+              ) -> tuple[str, dict | None]:
+    """Run ``entry`` unless a record with the same config hash exists; resume it if its
+    saved state exists (``bench.resume``).
+
+    Returns (status, record) with status 'skipped', 'ok', 'failed' or 'busy' (another
+    process is training it).  A failure never overwrites a successful record: it is
+    written to ``failed.json`` beside it; the saved state is kept, so a rerun resumes.
+    ``notify(text)`` receives one-line messages (resumed from epoch k, a damaged state).
     """
+    notify = notify or (lambda text: None)
     folder = store.run_dir(results_dir, profile["name"], entry.dataset, entry.model, entry.seed)
     full = load_sequences(entry.dataset, data_dir)
     key = config_key(entry, profile, full.sha256, full.n_users)
@@ -132,16 +191,31 @@ def run_entry(entry: Entry, profile: dict, results_dir, data_dir=None, force=Fal
     existing = store.read_record(folder)
     if not force and existing and existing.get("status") == "ok" and existing.get("config_hash") == chash:
         return "skipped", existing
+    device = resolve_device(str(device))
+    state = RunState(resume.state_dir(state_dir), chash,
+                     resume.DEFAULT_EVERY_S if save_every_s is None else save_every_s, notify)
+    try:
+        state.acquire()
+    except resume.StateBusy:
+        return "busy", None
+    if force:
+        state.clear()
+        state.acquire()
+    code = code_diff()
     record = {
         "schema": store.SCHEMA, "profile": profile["name"], "dataset": entry.dataset, "model": entry.model,
         "base_model": entry.base_model, "seed": entry.seed, "protocol": protocol, "params": params,
         "variant": {"name": entry.model, "params": entry.variant_params} if entry.variant else None,
-        "config_hash": chash, "budget": budget, "env": environment(),
+        "config_hash": chash, "budget": budget, "env": environment(str(device)),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    if code:
+        record["env"] = {**record["env"], "code_diff_sha256": hashlib.sha256(code.encode()).hexdigest()}
     try:
-        record, ranks = _train_and_rank(entry, params, protocol, full, users, extra, record, progress)
+        record, ranks = _train_and_rank(entry, params, protocol, full, users, extra, record, progress,
+                                        device, state, notify)
     except Exception as err:  # recorded, never silently lost; the grid moves on
+        state.release()
         record.update(status="failed", error={
             "type": type(err).__name__, "message": str(err), "traceback": traceback.format_exc()})
         target = folder if not (existing and existing.get("status") == "ok") else None
@@ -150,22 +224,52 @@ def run_entry(entry: Entry, profile: dict, results_dir, data_dir=None, force=Fal
         else:
             store.write_json(folder / "failed.json", record)
         return "failed", record
+    except BaseException:
+        state.release()
+        raise
     record["ranks_sha256"] = store.ranks_digest(ranks)
+    if code:  # the code that made the record is its revision plus this diff
+        store.write_bytes(folder / "code.diff.gz", gzip.compress(code.encode(), mtime=0))
+    else:
+        (folder / "code.diff.gz").unlink(missing_ok=True)
     store.write_run(folder, record, ranks)
     (folder / "failed.json").unlink(missing_ok=True)
+    state.clear()
     return "ok", record
 
 
-def _train_and_rank(entry, params, protocol, full, users, extra, record, progress):
+STOPPING_RULE = ("early stopping watches validation NDCG@10 of a fixed subset of the evaluated users "
+                 "(budget.stop_users of them, drawn with numpy seed 1, the same for every model and seed); "
+                 "the chosen checkpoint then ranks every user's validation and test item")
+
+
+def _start_segment(state: RunState, record: dict, notify) -> None:
+    """Load the saved state (if any) and note this process as a new segment of the run."""
+    state.load()
+    env = record["env"]
+    state.meta["segments"].append({
+        "started": record["created"], "from_epoch": state.resumed_from or 0,
+        "git_revision": env["git_revision"], "git_dirty": env["git_dirty"], "cpu": env["cpu"],
+        "device": env["device"], "threads": env["threads"]})
+    if state.resumed_from is not None:
+        notify(f"resumed {record['dataset']}/{record['model']}/seed-{record['seed']} from epoch "
+               f"{state.resumed_from} ({state.path})")
+
+
+def _train_and_rank(entry, params, protocol, full, users, extra, record, progress, device, state, notify):
     seqs = full.subset(users)
     max_len = params["MAX_ITEM_LIST_LENGTH"]
     train = engine.training_instances(seqs, max_len, record["budget"]["max_train_prefixes"])
     valid = engine.evaluation_instances(seqs, max_len, "valid")
     test = engine.evaluation_instances(seqs, max_len, "test")
+    watched = stopping_users(seqs.n_users, record["budget"].get("stop_users"))
+    stop_valid = None if watched is None else valid.take(watched)
     seed_everything(entry.seed)
     spec = get_spec(entry.base_model)
-    model, _ = build_model(spec, params, full.n_items, full.n_users + 1)
-    fit = engine.fit(model, params, train, valid, test, entry.seed, protocol, progress)
+    model, _ = build_model(spec, params, full.n_items, full.n_users + 1, device)
+    _start_segment(state, record, notify)
+    fit = engine.fit(model, params, train, valid, test, entry.seed, protocol, progress,
+                     stop_valid=stop_valid, device=device, state=state)
     head = head_items(full)
     ranks = {
         "users": seqs.users, "test": fit.test_ranks, "valid": fit.valid_ranks,
@@ -180,12 +284,13 @@ def _train_and_rank(entry, params, protocol, full, users, extra, record, progres
                            for m in store.METRICS}
     extra_evals = {}
     for name, overrides in extra.items():
-        variant_model, _ = build_model(spec, {**params, **overrides}, full.n_items, full.n_users + 1)
+        variant_model, _ = build_model(spec, {**params, **overrides}, full.n_items, full.n_users + 1, device)
         variant_model.load_state_dict(model.state_dict())
+        variant_model.to(device)
         seed_everything(entry.seed)
         t0 = time.perf_counter()
         r = engine.rank_targets(variant_model, test, int(params["eval_batch_size"]),
-                                max_len if getattr(model, "fixed_length_input", False) else None)
+                                max_len if getattr(model, "fixed_length_input", False) else None, device)
         extra_evals[name] = {"params": overrides, "metrics": {"test": store.metrics_from_ranks(r)},
                              "eval_s": time.perf_counter() - t0, "n_users": int(len(r))}
         ranks[f"test@{name}"] = r
@@ -195,7 +300,12 @@ def _train_and_rank(entry, params, protocol, full, users, extra, record, progres
         data={"name": entry.dataset, "sha256": full.sha256, "n_users": int(seqs.n_users),
               "n_users_full": int(full.n_users), "n_items": int(full.n_items - 1), "head_rule": HEAD_RULE},
         checkpoint={"rule": fit.checkpoint_rule, "best_epoch": fit.best_epoch,
-                    "best_epoch_by_metric": fit.best_epoch_by_metric},
+                    "best_epoch_by_metric": fit.best_epoch_by_metric, "stage": fit.stage,
+                    "stopped_by": fit.stopped_by, "converged": fit.stopped_by == "patience",
+                    "stopping_users": None if watched is None else int(len(watched)),
+                    "stopping_rule": STOPPING_RULE if watched is not None else None},
+        resume={"segments": state.meta["segments"], "state_saves": state.meta["saves"],
+                "state_save_s": state.meta["save_s"]},
         curve=fit.curve,
         timing={"train_s": fit.train_s, "eval_s": fit.eval_s, "test_eval_s": fit.test_eval_s,
                 "epochs_run": n_epochs, "s_per_epoch": fit.train_s / max(n_epochs, 1),

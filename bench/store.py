@@ -103,6 +103,11 @@ def write_run(folder: Path, record: dict, ranks: dict[str, np.ndarray] | None) -
     write_json(folder / "record.json", record)
 
 
+def write_bytes(path: Path, data: bytes) -> None:
+    """Atomically write ``data``."""
+    _atomic_write(Path(path), data)
+
+
 def write_json(path: Path, obj) -> None:
     """Atomically write ``obj`` as JSON."""
     _atomic_write(Path(path), json.dumps(obj, indent=1, sort_keys=True, default=_json_default).encode())

@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 import yaml
 from recbole.config import Config
 from recbole.model.abstract_recommender import SequentialRecommender
@@ -142,8 +143,14 @@ def recbole_config(cls: type, params: dict, dataset_name: str = "bench") -> Conf
         sys.argv = argv
 
 
-def build_model(spec: ModelSpec, params: dict, n_items: int, n_users: int):
-    """Instantiate ``spec.cls`` for a catalogue of ``n_items`` ids (padding included)."""
+def build_model(spec: ModelSpec, params: dict, n_items: int, n_users: int, device=None):
+    """Instantiate ``spec.cls`` for a catalogue of ``n_items`` ids (padding included).
+
+    ``device``: where the model lives (default: the CPU).  RecBole's ``Config`` picks CUDA
+    by itself when it sees one; the harness decides instead, and the model's
+    ``self.device`` follows.
+    """
     config = recbole_config(spec.cls, params)
+    config["device"] = torch.device(device or "cpu")
     view = SequenceDataView(n_items, n_users, config["ITEM_ID_FIELD"], config["USER_ID_FIELD"])
-    return spec.cls(config, view), config
+    return spec.cls(config, view).to(config["device"]), config
