@@ -246,6 +246,10 @@ class DiffuRec(SequentialRecommender):
         self.use_position = _as_bool(get("position_embedding", True))
         self.rounding = str(get("rounding", "inner_product"))
         self.sampling_noise = str(get("sampling_noise", "std"))
+        # control switch (variants and extra evaluations only; absent from the YAML so that the
+        # base runs' configs, and their records, stay as they are): the reverse process starts
+        # from x_T ~ N(0, I) ("noise", Eq. 17) or from x_T = 0 ("zero")
+        self.reverse_start = str(get("reverse_start", "noise"))
         self.length_buckets = str(get("length_buckets", "auto")).lower()
         self.max_len = int(self.max_seq_length or 50)
 
@@ -254,6 +258,9 @@ class DiffuRec(SequentialRecommender):
         self._check("approximator", self.approximator, ("transformer", "gru"))
         self._check("rounding", self.rounding, ("inner_product", "neg_sq_distance"))
         self._check("sampling_noise", self.sampling_noise, ("std", "variance", "large"))
+        self._check("reverse_start", self.reverse_start, ("noise", "zero"))
+        if self.lambda_scale < 0:
+            raise ValueError(f"lambda_scale must be >= 0, got {self.lambda_scale}")
         self._check("length_buckets", self.length_buckets, ("auto", "true", "false"))
         if scale in ("1", "1.0"):
             self.step_scale = 1.0
@@ -468,14 +475,22 @@ class DiffuRec(SequentialRecommender):
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def reverse(self, item_seq, item_seq_len) -> torch.Tensor:
-        """x_0 (B, H) by ``reverse_steps`` posterior steps from x_T ~ N(0, I) (Eqs. 17-18)."""
+        """x_0 (B, H) by ``reverse_steps`` posterior steps from x_T (Eqs. 17-18).
+
+        With ``lambda_scale: 0`` (the "no diffusion" control) the approximator never sees
+        x_t, every step's x0_hat is the same, and the last step returns it: one pass gives
+        exactly that output.
+        """
         batch, width = item_seq.shape
         perm, chunks = self._prepare(item_seq, item_seq_len)
         d = self.step_embeddings()[self.rev_step_index]  # (K, H), visiting order
-        x = torch.randn(batch, self.hidden_size, device=item_seq.device)
+        if self.reverse_start == "zero":
+            x = torch.zeros(batch, self.hidden_size, device=item_seq.device)
+        else:
+            x = torch.randn(batch, self.hidden_size, device=item_seq.device)
         x = x if perm is None else x[perm]
         steps = self.rev_step_index.shape[0]
-        for k in range(steps):
+        for k in range(steps - 1 if self.lambda_scale == 0 else 0, steps):
             lam = self._draw_lambda(batch, width, perm)
             x0_hat = self._approximate(chunks, x + d[k], lam)
             mean = self.rev_coef_x0[k] * x0_hat + self.rev_coef_xt[k] * x

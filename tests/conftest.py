@@ -1,10 +1,13 @@
 """Shared fixtures.  Tests run on 2 cores next to nothing else: one torch thread each."""
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Training states of test runs go to a private folder, never into the user's .cache/runs.
+os.environ["BENCH_STATE_DIR"] = tempfile.mkdtemp(prefix="bench-test-states-")
 
 import bench  # noqa: E402,F401  (RecBole compatibility before anything imports RecBole)
 import torch  # noqa: E402
