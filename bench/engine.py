@@ -245,10 +245,10 @@ def fit(model, params: dict, train: Instances, valid: Instances, test: Instances
       a fixed user subset makes a costly validation affordable.  The chosen checkpoint
       then ranks every user of ``valid`` and ``test``.
     Stages (models/CONTRACT.md): a model whose ``set_epoch(epoch)`` returns True, or whose
-      ``advance_stage()`` returns True when patience runs out, starts a new stage: patience
-      and the best score restart, so the reported checkpoint is the best of the last stage
-      (``advance_stage`` also restores the best weights of the stage that ended and gets
-      fresh optimizers).  No run stops before ``min_epochs``.
+      ``advance_stage()`` returns True when patience runs out, starts a new stage from the
+      best weights of the stage that ended, with fresh optimizers; patience and the best
+      score restart, so the reported checkpoint is the best of the last stage.  No run
+      stops before ``min_epochs``.
     ``state``: a ``bench.resume.RunState``; the fit saves itself there and, when it holds a
       state, continues from it, with the same result as an uninterrupted fit.
     ``progress(entry)`` is called after every epoch (after the state is saved); it may raise
@@ -280,7 +280,12 @@ def fit(model, params: dict, train: Instances, valid: Instances, test: Instances
         epoch = p.epoch
         entry = {"epoch": epoch, "stage": result.stage}
         if hasattr(model, "set_epoch") and model.set_epoch(epoch):
-            _new_stage(p)  # the objective changed: patience and the checkpoint choice restart
+            # the objective changed: as after advance_stage, the new stage starts from the best
+            # weights of the last one, with fresh optimizers, and the checkpoint choice restarts
+            if p.best_state is not None:
+                model.load_state_dict(p.best_state)
+            _new_stage(p)
+            opts, scheds = _optimizers(model, params)
             entry["stage"] = result.stage
         t0 = time.perf_counter()
         batches = epoch_batches(train.lengths, batch_size, rng, params.get("length_bucketing", True))
@@ -332,6 +337,8 @@ def fit(model, params: dict, train: Instances, valid: Instances, test: Instances
         result.stopped_by = "epoch_cap"
     if p.best_state is not None:
         model.load_state_dict(p.best_state)
+    else:  # the last stage never validated: its final weights are the checkpoint
+        result.best_epoch = p.epoch - 1
     t3 = time.perf_counter()
     if p.best_valid is not None and stop_valid is valid:
         result.valid_ranks = p.best_valid

@@ -36,40 +36,55 @@ def _parse_sets(pairs):
     return {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in pairs or [])}
 
 
-def time_suite(spec, params, seqs, seed=0, epochs=1, eval_reverse=True) -> dict:
-    """Seconds per training epoch and per full validation pass on the suite's path."""
+def time_suite(spec, params, seqs, seed=0, epochs=1, max_batches=None, device="cpu", max_prefixes=None,
+               eval_seqs=None) -> dict:
+    """Seconds per training epoch and per full validation pass on the suite's path.
+
+    Times ``bench.engine``'s own ``train_epoch`` and ``rank_targets``, so a change to the
+    training path is timed as it is.  With ``max_batches`` only the first N batches of the
+    (shuffled, length-bucketed) epoch are timed, after 2 warm-up batches, and the epoch
+    time is extrapolated: the batches are a random sample of the epoch's.  ``eval_seqs``:
+    the users whose validation is timed (default: all of ``seqs``).
+    """
     max_len = params["MAX_ITEM_LIST_LENGTH"]
-    train = engine.training_instances(seqs, max_len)
-    valid = engine.evaluation_instances(seqs, max_len, "valid")
+    train = engine.training_instances(seqs, max_len, max_prefixes)
+    valid = engine.evaluation_instances(seqs if eval_seqs is None else eval_seqs, max_len, "valid")
     seed_everything(seed)
-    model, _ = build_model(spec, params, seqs.n_items, seqs.n_users + 1)
+    model, _ = build_model(spec, params, seqs.n_items, seqs.n_users + 1, device)
     width = max_len if getattr(model, "fixed_length_input", False) else None
-    opt = torch.optim.Adam(model.parameters(), lr=params["learning_rate"])
+    opts, _ = engine._optimizers(model, params)
     rng = np.random.default_rng(seed)
     epoch_s, losses = [], []
     for epoch in range(epochs):
         if hasattr(model, "set_epoch"):
             model.set_epoch(epoch)
-        model.train()
-        t0, total = time.perf_counter(), 0.0
         batches = engine.epoch_batches(train.lengths, int(params["train_batch_size"]), rng,
                                        params.get("length_bucketing", True))
-        for idx in batches:
-            loss = model.calculate_loss(engine.make_batch(train, idx, width))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach())
-        epoch_s.append(time.perf_counter() - t0)
-        losses.append(total / len(batches))
+        timed = batches
+        if max_batches:
+            engine.train_epoch(model, opts, train, batches[:2], width, device, epoch)
+            timed = batches[2 : 2 + max_batches]
+        _sync(device)
+        t0 = time.perf_counter()
+        loss, _ = engine.train_epoch(model, opts, train, timed, width, device, epoch)
+        _sync(device)
+        epoch_s.append((time.perf_counter() - t0) * len(batches) / max(len(timed), 1))
+        losses.append(loss)
     t0 = time.perf_counter()
-    engine.rank_targets(model, valid, int(params["eval_batch_size"]), width)
+    engine.rank_targets(model, valid, int(params["eval_batch_size"]), width, device)
+    _sync(device)
     result = {"epoch_s": float(np.mean(epoch_s)), "eval_s": time.perf_counter() - t0,
-              "batches": len(batches), "instances": len(train), "loss": losses[-1]}
+              "batches": len(batches), "timed_batches": len(timed), "instances": len(train), "loss": losses[-1]}
     table = getattr(model, "item_embedding", None)
-    if params.get("loss_type") == "CE" and table is not None:
+    if params.get("loss_type") == "CE" and table is not None and torch.device(device).type == "cpu" and eval_seqs is None:
         result["softmax_ms"] = softmax_floor_ms(seqs.n_items, table.weight.shape[1], int(params["train_batch_size"]))
     return result
+
+
+def _sync(device) -> None:
+    """CUDA runs asynchronously: wait for it before reading the clock."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
 
 
 def softmax_floor_ms(n_items: int, width: int, batch: int, repeats: int = 30, seed: int = 0) -> float:
@@ -124,21 +139,40 @@ def time_recbole(spec, params, seqs, max_batches=None, seed=0) -> dict:
             "batches": n_batches, "timed_batches": measured, "instances": len(train.dataset)}
 
 
+def speed_params(dataset: str, model: str, overrides: dict, profile: dict | None) -> tuple[dict, int | None]:
+    """(params, max_train_prefixes) of ``model``: a profile's resolved settings (``--profile``),
+    else the model YAML at the card's history length; ``overrides`` win."""
+    spec = get_spec(model)
+    if profile is not None:
+        from bench.profiles import Entry
+        from bench.runner import per_dataset, resolve
+
+        params, _ = resolve(Entry(dataset, spec.name, 0, spec.name), profile)
+        return {**params, **overrides}, per_dataset(profile.get("max_train_prefixes"), dataset)
+    max_len = load_card(dataset)["max_seq_len"]
+    params = resolve_params(spec, {"MAX_ITEM_LIST_LENGTH": max_len}, overrides)
+    params["MAX_ITEM_LIST_LENGTH"] = min(max_len, spec.params.get("MAX_ITEM_LIST_LENGTH", max_len))
+    return params, None
+
+
 def run_speed(dataset: str, models: list[str], overrides: dict, recbole_batches: int | None,
-              skip_recbole: bool, reports_dir, data_dir=None, max_users=None) -> Path:
+              skip_recbole: bool, reports_dir, data_dir=None, max_users=None, profile=None,
+              device="cpu", max_batches=None) -> Path:
     seqs = load_sequences(dataset, data_dir)
     if max_users:
         seqs = seqs.subset(np.arange(min(max_users, seqs.n_users)))
-    max_len = load_card(dataset)["max_seq_len"]
-    torch.set_num_threads(torch.get_num_threads())
+    prof = None
+    if profile:
+        from bench.profiles import load_profile
+
+        prof = load_profile(profile)
     rows = []
     for name in models:
         spec = get_spec(name)
-        params = resolve_params(spec, {"MAX_ITEM_LIST_LENGTH": max_len}, overrides)
-        params["MAX_ITEM_LIST_LENGTH"] = min(max_len, spec.params.get("MAX_ITEM_LIST_LENGTH", max_len))
+        params, prefixes = speed_params(dataset, name, overrides, prof)
         row = {"model": spec.name, "params": {k: params[k] for k in ("train_batch_size", "MAX_ITEM_LIST_LENGTH")}}
         print(f"[speed] {spec.name}: suite ...", flush=True)
-        row["suite"] = time_suite(spec, params, seqs)
+        row["suite"] = time_suite(spec, params, seqs, max_batches=max_batches, device=device, max_prefixes=prefixes)
         print(f"[speed] {spec.name}: suite {row['suite']['epoch_s']:.1f} s/epoch", flush=True)
         if not skip_recbole:
             print(f"[speed] {spec.name}: RecBole ...", flush=True)
@@ -148,18 +182,21 @@ def run_speed(dataset: str, models: list[str], overrides: dict, recbole_batches:
             print(f"[speed] {spec.name}: RecBole {row['recbole']['epoch_s']:.1f} s/epoch "
                   f"-> {row['speedup_epoch']:.1f}x", flush=True)
         rows.append(row)
-    return write_speed_report(rows, dataset, overrides, recbole_batches, reports_dir, seqs.n_users)
+    tag = {**overrides, **({"profile": profile} if profile else {}),
+           **({"device": str(device)} if str(device) != "cpu" else {})}
+    return write_speed_report(rows, dataset, tag, recbole_batches, reports_dir, seqs.n_users, device)
 
 
-def write_speed_report(rows, dataset, overrides, recbole_batches, reports_dir, n_users) -> Path:
+def write_speed_report(rows, dataset, overrides, recbole_batches, reports_dir, n_users, device="cpu") -> Path:
     from bench.runner import environment
 
     folder = Path(reports_dir) / "speed"
     folder.mkdir(parents=True, exist_ok=True)
     tag = "-".join([dataset] + [f"{k}{v}" for k, v in sorted(overrides.items())])
-    env = environment()
+    env = environment(str(device))
     lines = [f"# Speed: suite path vs RecBole's Trainer — {dataset}", "",
-             f"{n_users} users; overrides {overrides or 'none'}; {env['cpu']}, {env['threads']} threads; "
+             f"{n_users} users; overrides {overrides or 'none'}; {env['cpu']}, {env['threads']} threads, "
+             f"device {env['device']}; "
              f"torch {env['torch']}, RecBole {env['recbole']}; git {env['git_revision'][:10]}.",
              f"RecBole epochs {'extrapolated from %s timed batches' % recbole_batches if recbole_batches else 'measured in full'};"
              " anomaly mode off for both.", "",
@@ -194,10 +231,17 @@ def add_speed_parser(sub, common):
     parser.add_argument("--recbole-batches", type=int, default=None, help="time only N RecBole batches")
     parser.add_argument("--skip-recbole", action="store_true")
     parser.add_argument("--max-users", type=int, default=None)
+    parser.add_argument("--profile", default=None, help="time each model at this profile's settings")
+    parser.add_argument("--max-batches", type=int, default=None,
+                        help="time only N training batches and extrapolate the epoch")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
     def cmd(args):
+        from bench.runner import resolve_device
+
         run_speed(args.dataset, args.models, _parse_sets(args.set), args.recbole_batches,
-                  args.skip_recbole, args.reports_dir, args.data_dir, args.max_users)
+                  args.skip_recbole, args.reports_dir, args.data_dir, args.max_users, args.profile,
+                  resolve_device(args.device), args.max_batches)
         return 0
 
     parser.set_defaults(func=cmd)

@@ -28,6 +28,24 @@ Ranking: an item's score is its best inner product over the K interests,
 f(u, i) = max_k e_i^T v_u^(k)  -- the paper's "Aggregation Module" f(u, i) with the
 diversity factor lambda = 0, evaluated for every item instead of top-N retrieval per interest.
 
+Reference: THUDM/ComiRec, commit a576eed8b605a531f2971136ce6ae87739d47693 (``src/model.py``,
+``src/train.py``, ``src/data_iterator.py``, ``README.md``).  Remaining deviations, one line
+each:
+
+- CE over all items instead of TF's sampled softmax (10 x batch negatives, zero bias);
+- training instances: every prefix once per epoch (each transition weighs the same)
+  instead of one random cut point (history >= 4 items) per user sampled for each batch
+  (each user weighs the same);
+- leave-one-out on every user instead of held-out users (predict the last 20 % from the
+  first 80 %);
+- full ranking by max_k e_i^T v_u^(k) (lambda = 0) instead of Faiss top-N per interest
+  plus greedy aggregation;
+- the harness's ``MAX_ITEM_LIST_LENGTH`` window (authors: 20 on Book, 50 on Taobao);
+- optimizer: the harness's Adam at the YAML's lr 1e-3 (the authors' Adam default; DR uses
+  5e-3, as their README says, in a named variant); batch size is the profile's (theirs:
+  128 on Book, 256 on Taobao); the harness's early stopping on NDCG@10 (theirs: recall
+  on held-out users every 1,000 batches on Book, 500 on Taobao, patience 50 checks).
+
 Adaptations to this harness:
 - leave-one-out next-item prediction on RecBole's every-prefix training instances; the
   original holds out whole users, predicts the later 20 % of their sequences from the

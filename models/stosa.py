@@ -1,8 +1,8 @@
 """STOSA: Fan, Liu, Wang, Nazari, Zheng, Peng & Yu, "Sequential Recommendation via
 Stochastic Self-Attention", WWW 2022.
 
-Equations implemented (named by content; details as in the authors' code
-zfan20/STOSA):
+Equations implemented (named by content; details as in the authors' code, see
+"Reference" below):
 
 - Stochastic embeddings: every item has a mean and a covariance
   embedding (diagonal Gaussian), each summed with its own learned position embedding,
@@ -21,32 +21,55 @@ zfan20/STOSA):
   output distribution at the last real position and the item's distribution.
 - Loss: BPR on distances, -log sigma(W2(s, v-) - W2(s, v+)),
   plus the positive-vs-negative regulariser
-  pvn_weight * max(0, W2(s, v+) - W2(v+, v-)), averaged over target positions.
+  pvn_weight * max(0, W2(s, v+) - W2(v+, v-)), averaged over the trained transitions.
+
+Reference: zfan20/STOSA, commit 1f00ecb193a7ea7fe1bc4d14e999ce4ebec845c2 (``modules.py``,
+``seqmodels.py``, ``trainers.py``, ``datasets.py``, ``main.py``).  The authors' loader
+(``datasets.py`` ``SASRecDataset``, ``__len__`` = number of users) yields each user's
+training sequence once per epoch, and ``trainers.py`` ``bpr_optimization`` averages the
+loss over its real positions, so every transition counts once per epoch.  Remaining
+deviations, one line each:
+
+- training instances are the harness's prefixes, and each trains only its last position
+  (prefix -> target), so each transition still counts once per epoch (see below);
+- one uniform negative per transition, which may equal an item of the history (the
+  authors resample until it is not in the user's whole sequence);
+- right padding, positions counted from the oldest item of the window (the authors
+  left-pad to ``max_seq_length``, so their last item always sits in the last slot);
+- the encoder follows the paper by default: both streams pass through every layer.  The
+  released ``DistSAEncoder.forward`` (``modules.py`` line 461) assigns each layer's mean
+  output to ``maen_hidden_states`` and never uses it, so there every layer reads the
+  embedding-layer mean and the model's output mean *is* that embedding-layer mean (the
+  mean-side values, dense layers and FFNs get no gradient).  ``mean_stream: released``
+  reproduces that behaviour, ``mean_stream: paper`` (default) the paper's;
+- the unused per-user margin embedding (``user_margins``) is omitted;
+- padded keys get a large finite negative score (the authors add -2^32 + 1), no NaN;
+- full ranking by the closed form -W2 over every item (the authors mask the user's
+  training items before ranking); the harness's ``loss_type`` is ignored;
+- training schedule: the harness's Adam at lr 1e-3 without weight decay (as the
+  authors' README command), but the profile's batch size, history window (the README
+  command: 256, 100 items) and early stopping (theirs: 500 epochs, patience 100).
 
 Adaptations to this harness:
 
 - Leave-one-out next-item prediction with full ranking over all items.  Each training
-  instance is a prefix ``item_id_list`` with target ``item_id``; as in the authors'
-  code every real position t is trained to predict item t+1 of the known sequence
-  (prefix followed by the target).
-- Negatives: one item per target position drawn uniformly from 1..n_items-1 with
-  torch's global RNG (``torch.randint``); the authors resample until the item is not
-  in the user's history, here a negative may occasionally equal a positive.
-- Sequences are right-padded (items left-aligned) and positions count from the first
-  item; the authors left-pad to a fixed window, so their last item always sits in the
-  last position slot.  Outputs
-  at real positions are independent of trailing padding (causal mask + padded keys
-  masked).  Padded keys get a large finite negative score (no NaN).
-- The authors' encoder loop has a typo (``maen_hidden_states``) so their mean stream
-  skips the attention layers; here both streams go through every layer, as the paper
-  describes.  The unused per-user margin embedding of their code is omitted.
+  instance is a prefix ``item_id_list`` = h[0..n-1] with target ``item_id`` = h[n].
+  The harness feeds every prefix n = 1..N of a user's training sequence, so training
+  every real position of every prefix would count the transition h[t] -> h[t+1] once
+  per prefix that contains it (N - t times per epoch: quadratic weighting of early
+  steps).  Each instance therefore trains one transition, its last: the output at
+  position n-1 against the target h[n].  Every transition of a user's sequence is the
+  last one of exactly one prefix, so one epoch counts each transition once, as the
+  authors' per-user loader does.  The encoder still reads the whole (causal) history.
+- Negatives: one item per transition drawn uniformly from 1..n_items-1 with torch's
+  global RNG (``torch.randint``).
+- Outputs at real positions are independent of trailing padding (causal mask + padded
+  keys masked).
 - ``full_sort_predict`` evaluates the closed form
   ||m||^2 + ||M_v||^2 - 2 m.M_v + sum(c) + sum(C_v) - 2 sqrt(c).sqrt(C_v)
   with two (B, H) x (H, n_items) matmuls (no (B, n_items, H) tensor).
-- The model keeps its own objective (BPR + regulariser on sampled negatives); the
-  harness's ``loss_type`` is ignored.
 - Initialisation as in the authors' code: N(0.01, initializer_range) for embeddings and
-  linear weights, zero biases.  Optimizer settings are the harness's.
+  linear weights, zero biases.
 """
 import math
 
@@ -56,6 +79,9 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 
 MASKED_SCORE = -1.0e9  # finite, so a fully padded query row never produces NaN
+# paper: both streams pass through every layer; released: the authors' encoder, whose
+# mean stream skips the layers (their ``maen_hidden_states`` typo)
+MEAN_STREAMS = ("paper", "released")
 
 
 def positive(x):
@@ -159,6 +185,9 @@ class STOSA(SequentialRecommender):
         self.attn_dropout_prob = config["attn_dropout_prob"]
         self.pvn_weight = float(config["pvn_weight"])
         self.initializer_range = config["initializer_range"]
+        self.mean_stream = str(config["mean_stream"]).lower()
+        if self.mean_stream not in MEAN_STREAMS:
+            raise ValueError(f"STOSA: mean_stream must be one of {MEAN_STREAMS}, got {self.mean_stream!r}")
         eps = config["layer_norm_eps"]
 
         H = self.hidden_size
@@ -200,22 +229,28 @@ class STOSA(SequentialRecommender):
         causal = torch.ones(L, L, dtype=torch.bool, device=item_seq.device).tril()
         mask = causal.view(1, 1, L, L) & (item_seq > 0).view(B, 1, 1, L)
         for layer in self.layers:
-            mean, cov = layer(mean, cov, mask)
+            layer_mean, cov = layer(mean, cov, mask)
+            if self.mean_stream == "paper":
+                mean = layer_mean
+            # released: every layer reads the embedding-layer mean, which is also the output
         return mean, cov
 
-    def calculate_loss(self, interaction):
-        item_seq = interaction[self.ITEM_SEQ]
-        item_len = interaction[self.ITEM_SEQ_LEN]
-        target = interaction[self.POS_ITEM_ID]
-        B, L = item_seq.shape
-        real = torch.arange(L, device=item_seq.device).view(1, L) < item_len.view(B, 1)
+    def trained_transitions(self, interaction):
+        """The one transition each instance trains: its last real position and the target.
 
+        Returns (B,) positions n-1 and (B,) positive items h[n].  Every transition of a
+        user's sequence is the last one of exactly one prefix, so over the harness's
+        prefixes each transition is trained once per epoch (module docstring).
+        """
+        return interaction[self.ITEM_SEQ_LEN] - 1, interaction[self.POS_ITEM_ID]
+
+    def calculate_loss(self, interaction):
+        """Scalar: BPR on W2 + pvn regulariser, mean over the B trained transitions."""
+        item_seq = interaction[self.ITEM_SEQ]
         mean, cov = self.forward(item_seq)
-        known = torch.cat([item_seq, item_seq.new_zeros(B, 1)], dim=1)
-        known = known.scatter(1, item_len.view(-1, 1), target.view(-1, 1))
-        pos_items = known[:, 1:][real]  # (N,) the item after every real step
+        last, pos_items = self.trained_transitions(interaction)
         neg_items = torch.randint(1, self.n_items, pos_items.shape, device=item_seq.device)
-        seq_mean, seq_cov = mean[real], cov[real]
+        seq_mean, seq_cov = self.gather_indexes(mean, last), self.gather_indexes(cov, last)
         pos_mean, pos_cov = self.item_distributions(pos_items)
         neg_mean, neg_cov = self.item_distributions(neg_items)
 

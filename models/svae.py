@@ -1,8 +1,8 @@
 """SVAE: Sachdeva, Manco, Ritacco & Pudi, "Sequential Variational Autoencoders for
 Collaborative Filtering", WSDM 2019.
 
-Equations implemented (named by content; architecture as in the authors' code
-noveens/svae_cf):
+Equations implemented (named by content; architecture as in the authors' code, see
+"Reference" below):
 
 - Encoder: item embedding -> GRU (the recurrent state h_t summarises x_{1:t})
   -> tanh layer -> linear head giving the per-step Gaussian posterior
@@ -10,54 +10,93 @@ noveens/svae_cf):
   eps ~ N(0, I) (reparameterisation).
 - Decoder: z_t -> tanh layer -> logits over all items, a multinomial
   p(x_{t+1..t+k} | z_t).
-- Objective: the paper's negative ELBO summed over time steps, with its *next-k*
-  likelihood variant (each step predicts the next k items, multinomial
-  log-likelihood), plus anneal * KL(q(z_t | x_{1:t}) || N(0, I)).  As in the authors'
-  code the likelihood of a step is divided by k, and the KL weight is annealed linearly (as in Liang et al. 2018's
-  Mult-VAE) up to ``kl_max``.
+- Objective: the paper's negative ELBO with its *next-k* likelihood variant (each step
+  predicts the next k items, multinomial log-likelihood, divided by k) plus a weighted
+  KL(q(z_t | x_{1:t}) || N(0, I)).
+
+Reference: noveens/svae_cf, commit 995c29308ac98db13210da50334f6c4f050c4480,
+``main_svae.ipynb`` (hyper-parameter cell; ``VAELoss``; ``train()``).  Per user (batch =
+one user, T = training items - 1 steps) the reference minimises
+    sum_t NLL_t / k  +  anneal * (1/T) sum_t KL_t
+(``VAELoss``: the likelihood is summed over the steps, ``torch.mean`` over the T rows of
+``mu_q`` averages the KL), so a step's KL weighs anneal / T against its likelihood.
+``train()`` starts with ``update_count = 0`` and ``anneal = 0`` at *every* call, i.e.
+every epoch, and sets anneal = min(0.2, update_count / 200000) after each user: within
+an epoch the i-th user (0-based) is trained with a_i = min(cap, max(i - 1, 0) * slope),
+slope = 1/200000, cap = 0.2.  The cap needs 40,000 users in one epoch; an ML-1M epoch has
+about 4,500 training users there, so its anneal never exceeds about 0.023.
+Derivation of the weight used here (``kl_weight``): over one epoch the reference gives
+user u's steps a total KL weight of a_i(u) (T_u steps at a_i / T_u each); its expected
+value over the random user order is A = mean_i a_i over the U users of an epoch.
+Summed over users that is U * A, spread over sum_u T_u steps, so the mean per-step KL
+weight is
+    w = A / T_bar,   T_bar = sum_u T_u / U   (``kl_steps_per_user``),
+which is what every decoded step gets here.  U is the dataset's user count (every user
+trains under leave-one-out; ``dataset.user_num - 1``, the full dataset in every
+profile), T_bar its mean training length minus one: Beauty U = 22,363, T_bar = 5.876,
+A = 0.0559, w = 0.00951; Toys 19,412 / 5.634 / 0.0485 / 0.00861; ML-1M 6,040 / 162.6 /
+0.0151 / 9.28e-5.  T_bar is a YAML value (Beauty's) that profiles override per dataset.
+Remaining deviations, one line each:
+
+- each training prefix decodes one step (see below), so each full next-k window counts
+  once per epoch, as in the reference; the last k-1 steps (windows shorter than k) are
+  not decoded and step 0 also gets the partial windows of prefixes shorter than k;
+- the KL weight is the same A / T_bar for every step; the reference's is a_i / T_u,
+  which varies with the user's length and place in the epoch (equal total per epoch);
+- the KL uses the head as log(sigma^2) when sampling too (the reference samples with
+  sigma = exp(head) but computes the KL as if the head were log(sigma^2));
+- the likelihood divisor is k (the reference divides by the number of distinct items in
+  the first step's window, which is k unless the sequence is shorter or repeats);
+- optimizer: the harness's (Adam, lr 1e-3, no weight decay, batches of prefixes); the
+  reference uses Adam at its default lr 1e-3 with weight decay 5e-3, one user per batch;
+- evaluation: leave-one-out with full ranking of every item, seen items not masked (the
+  reference folds in 80 % of held-out users' histories, ranks the rest, masks seen items).
 
 Adaptations to this harness:
 
-- Leave-one-out next-item prediction with full ranking over all items: the authors'
-  code evaluates held-out users (fold-in of 80% of the history, rank the remaining 20%);
-  here every training instance is a prefix ``item_id_list`` = h[0..n-1] with target
-  ``item_id`` = h[n] (the harness feeds every prefix n = 1..N of a user's sequence).
+- Leave-one-out next-item prediction with full ranking over all items: every training
+  instance is a prefix ``item_id_list`` = h[0..n-1] with target ``item_id`` = h[n]
+  (the harness feeds every prefix n = 1..N of a user's sequence).
 - One decoded position per instance (the per-sequence sum over time steps is spread
   over the prefixes): an instance decodes only step t = max(n - k, 0) with its window
   h[t+1 .. min(t+k, n)] (the target included where it falls in the window).  Across the
   prefixes n = k..N of a user, every step t = 0..N-k gets its full next-k window exactly
   once, so one epoch counts each step's next-k term once, as the per-sequence objective
-  does.  Differences: step 0 also appears with partial windows h[1..n] for the prefixes
-  n < k, and the last k-1 steps (whose windows would run past the training sequence)
-  are not decoded.  Decoding every real step of every prefix instead would count step t
-  once per prefix containing it (quadratic cost and weighting).  The encoder still runs
-  over the whole history; it is causal (GRU), so z_t depends only on h[0..t] and
-  trailing padding changes nothing; a history cut to
-  ``MAX_ITEM_LIST_LENGTH`` keeps the same absolute step t = n - k.
-  A window item repeated inside the window counts once (multi-hot targets, as in the
-  authors' code); the divisor stays k.  The loss is the mean over instances of
-  (-log-likelihood of the window / k + anneal * KL(q(z_t | h[0..t]) || N(0, I))), so
-  each step's KL gets the same weight as its likelihood term (the authors average the
-  KL over the T steps of a sequence while summing the likelihood, i.e. weigh it 1/T of
-  this; a user's T is unknown to a single prefix instance).
+  does.  Decoding every real step of every prefix instead would count step t once per
+  prefix containing it (quadratic cost and weighting).  The encoder still runs over the
+  whole history; it is causal (GRU), so z_t depends only on h[0..t] and trailing padding
+  changes nothing; a history cut to ``MAX_ITEM_LIST_LENGTH`` keeps the same absolute
+  step t = n - k.  A window item repeated inside the window counts once (multi-hot
+  targets, as in the authors' code); the divisor stays k.  The loss is the mean over
+  instances of (-log-likelihood of the window / k + w * KL(q(z_t | h[0..t]) || N(0, I))).
 - Scoring (``full_sort_predict``): decoder logits at the last real position, computed
   from the posterior mean mu (no sampling at evaluation, so scores are deterministic).
-  Already-seen items are not masked out (the harness ranks every item).
-- KL annealing counts optimizer steps inside the model (a buffer incremented by every
-  ``calculate_loss`` call in training mode), weight = kl_max * min(1, step /
-  anneal_steps).  The authors' slope 1/200000 with cap 0.2 reaches the cap after 40000
-  steps (one user per step there); ``anneal_steps`` defaults to that count.
-- The authors sample z with sigma = exp(log_sigma) but compute the KL as if that head
-  were log(sigma^2); here the head is the log-variance in both places (standard VAE).
 - The model keeps its own objective (the next-k negative ELBO); the harness's
   ``loss_type`` is ignored.
-- Optimizer settings (Adam, learning rate, weight decay: the authors use 5e-3) are the
-  harness's; the reference trained one user per batch, here batches hold prefixes.
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
+
+
+def reference_anneal_mean(n_users: int, slope: float, cap: float) -> float:
+    """Mean over one epoch of the reference's anneal, a_i = min(cap, max(i - 1, 0) * slope).
+
+    The reference trains one user per step and restarts its counter every epoch; the
+    i-th user (0-based) of an epoch of ``n_users`` is trained with a_i.
+    """
+    if n_users <= 0:
+        return 0.0
+    steps = torch.arange(n_users, dtype=torch.float64)
+    return float(torch.clamp((steps - 1.0).clamp_min(0.0) * slope, max=cap).mean())
+
+
+def reference_kl_weight(n_users: int, slope: float, cap: float, steps_per_user: float) -> float:
+    """Per-step KL weight matching the reference's over an epoch: A / T_bar (see docstring)."""
+    if steps_per_user <= 0:
+        raise ValueError(f"SVAE: kl_steps_per_user must be > 0, got {steps_per_user}")
+    return reference_anneal_mean(n_users, slope, cap) / steps_per_user
 
 
 class SVAE(SequentialRecommender):
@@ -70,8 +109,10 @@ class SVAE(SequentialRecommender):
         self.hidden_size = config["hidden_size"]
         self.latent_size = config["latent_size"]
         self.next_k = int(config["next_k"])
-        self.kl_max = float(config["kl_max"])
-        self.anneal_steps = int(config["anneal_steps"])
+        self.kl_weight_per_step = reference_kl_weight(
+            n_users=dataset.user_num - 1,  # ids are 1-based, 0 is padding
+            slope=float(config["kl_anneal_slope"]), cap=float(config["kl_anneal_cap"]),
+            steps_per_user=float(config["kl_steps_per_user"]))
 
         self.item_embedding = nn.Embedding(self.n_items, self.embedding_size, padding_idx=0)
         self.gru = nn.GRU(self.embedding_size, self.rnn_size, batch_first=True)
@@ -81,15 +122,11 @@ class SVAE(SequentialRecommender):
         self.dec_out = nn.Linear(self.hidden_size, self.n_items)
         for layer in (self.enc_hidden, self.enc_latent, self.dec_hidden, self.dec_out):
             nn.init.xavier_normal_(layer.weight)
-        # optimizer steps taken so far (drives the KL annealing; saved with the model)
-        self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
 
     # ------------------------------------------------------------------ model
     def kl_weight(self) -> float:
-        """Current KL weight: kl_max * min(1, steps / anneal_steps)."""
-        if self.anneal_steps <= 0:
-            return self.kl_max
-        return self.kl_max * min(1.0, float(self.train_steps) / self.anneal_steps)
+        """The KL weight of every decoded step, A / T_bar (module docstring)."""
+        return self.kl_weight_per_step
 
     def encode(self, item_seq):
         """(B, L) items -> posterior mean and log-variance, each (B, L, latent)."""
@@ -144,10 +181,7 @@ class SVAE(SequentialRecommender):
         nll = -(log_probs.gather(1, windows) * valid).sum() / (self.next_k * B)
 
         kl = 0.5 * (torch.exp(logvar_t) + mu_t.pow(2) - 1.0 - logvar_t).sum(-1).mean()
-        weight = self.kl_weight()
-        if self.training:
-            self.train_steps += 1
-        return nll + weight * kl
+        return nll + self.kl_weight() * kl
 
     # ------------------------------------------------------------------ scoring
     def _last_logits(self, interaction):

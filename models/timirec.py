@@ -30,12 +30,39 @@ Two stages, as in the reference code (``--stage pretrain`` then ``--stage finetu
     inner product with the target is the user vector for the loss, and items are ranked by
     max_k m_k^T e_i; the generator gets no gradient;
   stage 2 (fine-tuning): the whole model with L above (the extractor keeps training).
-The model switches by itself: ``set_epoch(epoch)`` (called by the harness every epoch) puts
-it in stage 1 while ``epoch < pretrain_epochs`` and in stage 2 after.  Under RecBole's own
-``Trainer``, which never calls ``set_epoch``, training calls of ``calculate_loss`` are
-counted instead: the first ``pretrain_steps`` are stage 1.  ``pretrain_epochs: 0`` trains
-stage 2 from scratch (the reference's "train from scratch" fallback).  The current stage is a
-buffer, so a checkpoint restores the stage it was saved in and is scored the same way.
+Under the harness (models/CONTRACT.md, "Optional hooks") stage 1 trains to early stopping:
+when validation's patience runs out the engine restores the best stage-1 checkpoint and
+calls ``advance_stage()``, which moves the model to stage 2; the engine then trains stage 2
+with fresh optimizers and its own patience, and reports the best stage-2 checkpoint (the
+record's ``checkpoint.stage``).  ``pretrain_epochs`` only caps stage 1: ``set_epoch(epoch)``
+moves to stage 2 at epoch ``pretrain_epochs`` if early stopping has not done so before.
+Stages only ever advance.  Under RecBole's own ``Trainer``, which calls neither hook,
+training calls of ``calculate_loss`` are counted instead: the first ``pretrain_steps`` are
+stage 1.  ``pretrain_epochs: 0`` trains stage 2 from scratch (the reference's "train from
+scratch" fallback).  The current stage is a buffer, so a checkpoint carries the stage it
+was saved in and a model rebuilt from it scores the same way; a model whose stages the
+harness drives keeps its (later) stage when older weights are loaded into it.
+
+Reference: THUwangcy/ReChorus, branch CIKM22, commit b53832b162571ddb898db3a6fa359881e35a7352
+(``src/models/sequential/TiMiRec.py``, ``src/helpers/BaseRunner.py``, ``src/run.sh``).
+Its stage 1 runs ``BaseRunner.train`` to early stopping and saves the best validation
+extractor to a file; stage 2 is a second process that loads it (``load_model`` of the
+extractor's weights), builds a fresh optimizer, early-stops again and reports its own best
+validation checkpoint.  Remaining deviations, one line each:
+
+- CE over all items instead of the reference's loss against sampled negatives;
+- both stages in one run; stage 1 additionally capped at ``pretrain_epochs`` epochs (the
+  reference caps each stage at ``--epoch`` 200), and early stopping is the harness's
+  patience rule (the reference: no stop before 21 epochs, then 10 non-increasing
+  validations or 20 epochs since the best);
+- when the cap (not early stopping) ends stage 1, stage 2 starts from the last stage-1
+  weights and keeps the optimizer state (the engine restores the best weights and builds
+  fresh optimizers only after ``advance_stage``);
+- weight decay applies to every parameter, biases included (the reference exempts them);
+- the harness's ``MAX_ITEM_LIST_LENGTH`` window instead of the reference's 20 items;
+- ML-1M's K / temperature / layers are a profile override, not a dataset key;
+- leave-one-out with full ranking of every item (the reference ranks against sampled
+  negatives).
 
 Adaptations to this harness:
 - leave-one-out next-item prediction on RecBole's every-prefix training instances (the
@@ -45,10 +72,8 @@ Adaptations to this harness:
   BPR-style loss against sampled negatives; only ``loss_type: CE`` is supported;
 - evaluation: full ranking over all items (stage 1: max_k m_k^T e_i, stage 2: u^T e_i);
 - one run holds both stages (the reference runs two processes and hands the extractor over
-  through a file); the stage-1 length is a budget (``pretrain_epochs``, or
-  ``pretrain_steps`` under RecBole's Trainer) instead of training stage 1 to early stopping;
-  the harness's early stopping sees one run, and the switch to stage 2 can lower the
-  validation metric for a few epochs;
+  through a file); the stage hooks above give each stage its own early stopping, so the
+  reported checkpoint always comes from the last stage trained;
 - weight decay (harness ``weight_decay``) applies to every parameter, biases included (the
   reference exempts biases);
 - dataset-specific settings cannot be keyed by dataset inside the model: the YAML holds the
@@ -133,7 +158,7 @@ class TiMiRec(SequentialRecommender):
         # that a checkpoint carries its stage (restored by the load hook below).
         self._stage = 1 if self.pretrain_epochs > 0 else 2
         self._train_calls = 0
-        self._epoch_driven = False
+        self._hook_driven = False  # True once the harness drives the stages (set_epoch / advance_stage)
         self.register_buffer("stage", torch.tensor(self._stage))
         self.register_buffer("train_calls", torch.tensor(0))
         self.register_load_state_dict_post_hook(TiMiRec._sync_from_buffers)
@@ -150,14 +175,28 @@ class TiMiRec(SequentialRecommender):
 
     # ----------------------------------------------------------------- stages
     def set_epoch(self, epoch: int) -> bool:
-        """Harness hook: stage 1 for the first ``pretrain_epochs`` epochs, then stage 2.
+        """Harness hook: the cap on stage 1; stage 2 from epoch ``pretrain_epochs`` on.
 
-        Returns True when the stage (hence the objective) changes at this epoch.
+        Returns True when this call moves the model to stage 2.  It never moves back, so a
+        model that early stopping already advanced stays in stage 2.
         """
-        self._epoch_driven = True
-        before = self._stage
-        self._set_stage(1 if epoch < self.pretrain_epochs else 2)
-        return self._stage != before and epoch > 0
+        self._hook_driven = True
+        if self._stage == 1 and epoch >= self.pretrain_epochs:
+            self._set_stage(2)
+            return True
+        return False
+
+    def advance_stage(self) -> bool:
+        """Harness hook, called when early stopping's patience runs out.
+
+        Stage 1 -> 2 (True: training goes on with the distillation objective); in stage 2
+        there is no next stage (False: training stops).
+        """
+        self._hook_driven = True
+        if self._stage == 1:
+            self._set_stage(2)
+            return True
+        return False
 
     def _set_stage(self, stage: int) -> None:
         if stage != self._stage:
@@ -165,8 +204,8 @@ class TiMiRec(SequentialRecommender):
             self.stage.fill_(stage)
 
     def _count_training_call(self) -> None:
-        """Without set_epoch (RecBole's Trainer), switch after ``pretrain_steps`` calls."""
-        if self._epoch_driven or not self.training or self.pretrain_epochs <= 0:
+        """Without the stage hooks (RecBole's Trainer), switch after ``pretrain_steps`` calls."""
+        if self._hook_driven or not self.training or self.pretrain_epochs <= 0:
             return
         if self._train_calls >= self.pretrain_steps:
             self._set_stage(2)
@@ -175,7 +214,12 @@ class TiMiRec(SequentialRecommender):
 
     @staticmethod
     def _sync_from_buffers(module, incompatible_keys) -> None:
-        module._stage = int(module.stage)
+        """After ``load_state_dict``: take the checkpoint's stage, except that a model whose
+        stages the harness drives never moves back (the engine restores the best weights of
+        a stage that has just ended into a model that may already be in the next one)."""
+        loaded = int(module.stage)
+        module._stage = max(module._stage, loaded) if module._hook_driven else loaded
+        module.stage.fill_(module._stage)
         module._train_calls = int(module.train_calls)
 
     @property

@@ -261,8 +261,8 @@ def test_timirec_stage_switch_by_epoch_and_by_steps():
         for _ in range(3):
             fresh.calculate_loss(batch)
         assert fresh.finetuning is want, epoch
-    fresh.set_epoch(1)
-    assert not fresh.finetuning
+    fresh.set_epoch(1)  # stages never move back
+    assert fresh.finetuning
     # pretrain_epochs: 0 -> distillation from the first step.
     scratch, _ = build("TiMiRec", {"pretrain_epochs": 0})
     assert scratch.finetuning
@@ -276,25 +276,78 @@ def test_timirec_stage_rules_and_checkpoint_carries_stage():
     table = model.item_embedding.weight
     with torch.no_grad():
         interests = model.extract_interests(seq, lengths)
-        model.set_epoch(0)  # stage 1: best interest
+        assert not model.finetuning  # a fresh model pre-trains: best interest
         s1 = model.full_sort_predict(batch)
         best = torch.einsum("bkd,nd->bkn", interests, table).max(1).values
         assert torch.allclose(s1, best, atol=1e-6)
+        stage1_state = {k: v.clone() for k, v in model.state_dict().items()}
         model.set_epoch(model.pretrain_epochs)  # stage 2: generator-weighted mixture
         s2 = model.full_sort_predict(batch)
         weights = torch.softmax(model.interest_logits(seq, lengths), dim=-1)
         mixture = torch.einsum("bk,bkd->bd", weights, interests)
         assert torch.allclose(s2, mixture @ table.t(), atol=1e-6)
         assert not torch.allclose(s1, s2)
-        # A stage-1 checkpoint loaded into a stage-2 model scores as in stage 1.
-        model.set_epoch(0)
-        state = {k: v.clone() for k, v in model.state_dict().items()}
+        # A model rebuilt from a checkpoint takes the checkpoint's stage ...
         other, _ = build("TiMiRec", seed=5)
-        other.set_epoch(99)
-        other.load_state_dict(state)
-        other.eval()
-        assert not other.finetuning
-        assert torch.allclose(other.full_sort_predict(batch), s1, atol=1e-6)
+        other.load_state_dict({k: v.clone() for k, v in model.state_dict().items()})
+        assert other.finetuning
+        rebuilt, _ = build("TiMiRec", seed=6)
+        rebuilt.eval()
+        rebuilt.load_state_dict(stage1_state)
+        assert not rebuilt.finetuning
+        assert torch.allclose(rebuilt.full_sort_predict(batch), s1, atol=1e-6)
+        # ... but a model the harness has moved on keeps its stage when the best weights of
+        # the stage that ended are restored into it.
+        model.load_state_dict(stage1_state)
+        assert model.finetuning and int(model.stage) == 2
+
+
+def test_timirec_advance_stage_hook():
+    """Early stopping ends stage 1 (True: go on in stage 2); stage 2 is the last (False).
+    The epoch cap never moves a model back."""
+    model, _ = build("TiMiRec")
+    assert not model.finetuning
+    assert model.set_epoch(0) is False and not model.finetuning
+    assert model.advance_stage() is True and model.finetuning
+    assert model.set_epoch(1) is False and model.finetuning
+    assert model.set_epoch(model.pretrain_epochs) is False  # already in stage 2: no change
+    assert model.advance_stage() is False and model.finetuning
+    capped, _ = build("TiMiRec", {"pretrain_epochs": 2})
+    assert [capped.set_epoch(e) for e in range(4)] == [False, False, True, False]
+
+
+def _fit_timirec(overrides, epochs=10):
+    from bench import engine
+
+    data = next_item_rule(n_users=120, n_items=30, min_len=5, max_len=10, seed=2)
+    model, config = build("TiMiRec", {"learning_rate": 5e-3, "epochs": epochs, "eval_step": 1,
+                                      "stopping_step": 1, "MAX_ITEM_LIST_LENGTH": 10,
+                                      "train_batch_size": 64, "eval_batch_size": 256, **overrides},
+                          n_items=data.n_items)
+    params = {k: config[k] for k in ("learning_rate", "epochs", "eval_step", "stopping_step",
+                                     "MAX_ITEM_LIST_LENGTH", "train_batch_size", "eval_batch_size",
+                                     "weight_decay")}
+    train = engine.training_instances(data, 10)
+    valid, test = (engine.evaluation_instances(data, 10, s) for s in ("valid", "test"))
+    return model, engine.fit(model, params, train, valid, test, seed=0)
+
+
+def test_timirec_fit_reports_the_fine_tuned_stage():
+    """Stage 1 trains to early stopping (advance_stage), stage 2 follows; the reported
+    checkpoint is the best validation epoch of stage 2, and the curve says which stage
+    every epoch belongs to."""
+    model, fit = _fit_timirec({"pretrain_epochs": 200}, epochs=12)
+    stages = [entry["stage"] for entry in fit.curve]
+    assert stages[0] == 1 and stages[-1] == 2 and stages == sorted(stages)
+    assert fit.stage == 2 and model.finetuning
+    assert fit.curve[fit.best_epoch]["stage"] == 2
+
+
+def test_timirec_fit_cap_on_stage_one():
+    """pretrain_epochs caps stage 1: set_epoch moves to stage 2 at that epoch."""
+    model, fit = _fit_timirec({"pretrain_epochs": 2}, epochs=5)
+    assert [entry["stage"] for entry in fit.curve][:3] == [1, 1, 2]
+    assert fit.stage == 2 and fit.curve[fit.best_epoch]["stage"] == 2
 
 
 def test_timirec_distillation_loss():

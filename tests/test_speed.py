@@ -19,3 +19,19 @@ def test_report_shows_bound_from_recbole_batch_time(tmp_path):
     assert "| 3.0x | 5.0 | 12.0x |" in gru
     caser = next(line for line in md.splitlines() if line.startswith("| Caser"))
     assert caser.count("|") == gru.count("|")
+
+
+def test_time_suite_times_the_engines_own_epoch_and_extrapolates():
+    """The timed epoch is engine.train_epoch over the first N batches, scaled to the whole epoch."""
+    from bench.engine import training_instances
+    from bench.speed import time_suite
+    from bench.synthetic import next_item_rule
+    from bench.zoo import get_spec, resolve_params
+
+    seqs = next_item_rule(120, 30)
+    spec = get_spec("GRU4Rec")
+    params = resolve_params(spec, {"MAX_ITEM_LIST_LENGTH": 10, "train_batch_size": 16})
+    row = time_suite(spec, params, seqs, max_batches=3, device="cpu")
+    assert row["timed_batches"] == 3 and row["batches"] > 3
+    assert row["epoch_s"] > 0 and row["eval_s"] > 0
+    assert row["instances"] == len(training_instances(seqs, 10))

@@ -2,6 +2,7 @@
 import math
 
 import bench  # noqa: F401  (compat patches before any RecBole import)
+import numpy as np
 import pytest
 import torch
 from recbole.data.interaction import Interaction
@@ -20,10 +21,10 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def build(name, **overrides):
+def build(name, n_users=N_USERS, **overrides):
     spec = zoo.get_spec(name)
     params = zoo.resolve_params(spec, {"MAX_ITEM_LIST_LENGTH": 12}, overrides)
-    model, _ = zoo.build_model(spec, params, N_ITEMS, N_USERS)
+    model, _ = zoo.build_model(spec, params, N_ITEMS, n_users)
     return model
 
 
@@ -96,22 +97,39 @@ def test_deterministic_under_seed(name):
 
 
 # ----------------------------------------------------------------------------- SVAE
-def test_svae_kl_weight_anneals_with_training_steps():
-    torch.manual_seed(0)
-    model = build("SVAE", anneal_steps=4, kl_max=0.2)
-    assert model.kl_weight() == 0.0
+def reference_epoch_anneals(n_users, slope=1 / 200000, cap=0.2):
+    """The anneal each user of one epoch is trained with, replaying the reference's
+    ``train()`` loop (noveens/svae_cf, main_svae.ipynb): counter and anneal start at 0
+    every epoch, and the anneal is updated after each user's step."""
+    anneal, update_count, used = 0.0, 0.0, []
+    for _ in range(n_users):
+        used.append(anneal)
+        anneal = min(cap, update_count * slope)
+        update_count += 1.0
+    return used
+
+
+@pytest.mark.parametrize("n_users, steps_per_user", [(22363, 5.876), (6040, 162.6), (60000, 3.0)])
+def test_svae_kl_weight_is_the_references_mean_per_step_weight(n_users, steps_per_user):
+    """Per step, the reference weighs KL by anneal / T; its mean over an epoch's steps is
+    mean(anneal) / T_bar.  The weight does not grow with training steps (the reference
+    restarts its schedule every epoch).  60,000 users reach the cap within the epoch."""
+    used = reference_epoch_anneals(n_users)
+    expected = sum(used) / len(used) / steps_per_user
+    model = build("SVAE", n_users=n_users + 1, kl_steps_per_user=steps_per_user)
+    assert model.kl_weight() == pytest.approx(expected, rel=1e-9)
     model.train()
-    for _ in range(2):
+    for _ in range(3):
         model.calculate_loss(batch())
-    assert model.kl_weight() == pytest.approx(0.1)
-    model.eval()
-    model.calculate_loss(batch())  # evaluation does not advance the schedule
-    assert model.kl_weight() == pytest.approx(0.1)
-    model.train()
-    for _ in range(5):
-        model.calculate_loss(batch())
-    assert model.kl_weight() == pytest.approx(0.2)  # capped at kl_max
-    assert "train_steps" in model.state_dict()  # the schedule survives checkpoints
+    assert model.kl_weight() == pytest.approx(expected, rel=1e-9)
+
+
+def test_svae_kl_weight_on_the_suites_datasets():
+    """The values the docstring derives: Beauty, Toys, ML-1M (users, T_bar) -> weight."""
+    for n_users, t_bar, weight in [(22363, 5.876, 0.00951), (19412, 5.634, 0.00861),
+                                   (6040, 162.6, 9.28e-5)]:
+        model = build("SVAE", n_users=n_users + 1, kl_steps_per_user=t_bar)
+        assert model.kl_weight() == pytest.approx(weight, rel=2e-3)
 
 
 def test_svae_next_k_windows_use_known_items_only():
@@ -148,7 +166,9 @@ def test_svae_prefixes_decode_each_full_window_once():
 def test_svae_loss_decodes_one_step_per_instance():
     """The loss equals the next-k NLL / k + KL at step max(n-k, 0), recomputed by hand."""
     torch.manual_seed(0)
-    model = build("SVAE", next_k=2, anneal_steps=0, kl_max=0.3)
+    model = build("SVAE", next_k=2, kl_anneal_slope=0.02, kl_steps_per_user=0.5)
+    weight = model.kl_weight()
+    assert weight > 0.2  # large enough for the KL term to show in the comparison below
     model.train()
     inter = batch()
     torch.manual_seed(7)
@@ -166,7 +186,7 @@ def test_svae_loss_decodes_one_step_per_instance():
     log_probs = torch.log_softmax(model.decode(z), -1)
     nll = -sum(log_probs[i, w].sum() for i, (_, _, w) in enumerate(expected)) / (2 * 6)
     kl = sum(0.5 * (lv.exp() + m.pow(2) - 1 - lv).sum() for m, lv, _ in expected) / 6
-    torch.testing.assert_close(loss, nll + 0.3 * kl, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(loss, nll + weight * kl, rtol=1e-4, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------- ACVAE
@@ -216,6 +236,63 @@ def test_acvae_reconstruction_is_next_item_at_last_step():
     torch.testing.assert_close(terms["reconstruction"], expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(padded, expected, rtol=1e-5, atol=1e-5)
     assert all(v.dim() == 0 and torch.isfinite(v) for v in terms.values())
+
+
+def param_names(model, params):
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    return {by_id[id(p)] for p in params}
+
+
+def test_acvae_optimizers_are_the_authors_split():
+    """AdamW(1e-3, wd 1e-2) on the VAE, SGD(3e-4, wd 0.1) on encoder + critic, SGD(5e-4,
+    wd 0.1) on T (ACVAE-PyTorch train.py); every parameter is stepped, and only the
+    encoder's by two optimizers, as in the reference."""
+    model = build("ACVAE")
+    vae, critic, disc = model.configure_optimizers()
+    assert type(vae) is torch.optim.AdamW and type(critic) is torch.optim.SGD
+    assert type(disc) is torch.optim.SGD
+    settings = [(o.param_groups[0]["lr"], o.param_groups[0]["weight_decay"]) for o in (vae, critic, disc)]
+    assert settings == [(1e-3, 1e-2), (3e-4, 0.1), (5e-4, 0.1)]
+    names = [param_names(model, [p for g in o.param_groups for p in g["params"]])
+             for o in (vae, critic, disc)]
+    every = {n for n, _ in model.named_parameters()}
+    assert set().union(*names) == every
+    assert names[2] == {n for n in every if n.startswith("discriminator.")}
+    assert names[1] == {n for n in every if n.startswith(("encoder.", "critic."))}
+    assert names[0] == {n for n in every if not n.startswith(("discriminator.", "critic."))}
+    shared = (names[0] & names[1]) | (names[0] & names[2]) | (names[1] & names[2])
+    assert shared == {n for n in every if n.startswith("encoder.")}
+
+
+def test_acvae_engine_step_moves_the_discriminator_by_its_sgd():
+    """One backward of the loss, then every optimizer steps (the engine's loop): T moves
+    by exactly SGD(lr, L2) on the gradient of its own objective."""
+    torch.manual_seed(0)
+    model = build("ACVAE")
+    model.train()
+    opts = model.configure_optimizers()
+    disc = list(model.discriminator.parameters())
+    before = [p.detach().clone() for p in disc]
+    torch.manual_seed(1)
+    own = torch.autograd.grad(model.loss_terms(batch())["discriminator"], disc)
+    torch.manual_seed(1)  # same noise, dropout masks and prior samples
+    loss = model.calculate_loss(batch())
+    for opt in opts:
+        opt.zero_grad(set_to_none=True)
+    loss.backward()
+    for opt in opts:
+        opt.step()
+    for p, p0, g in zip(disc, before, own):
+        torch.testing.assert_close(p.detach(), p0 - 5e-4 * (g + 0.1 * p0), rtol=1e-5, atol=1e-7)
+
+
+def test_acvae_single_optimizer_mode():
+    model = build("ACVAE", optimizers="single", learning_rate=2e-3, weight_decay=0.0)
+    (opt,) = model.configure_optimizers()
+    assert type(opt) is torch.optim.Adam and opt.param_groups[0]["lr"] == 2e-3
+    assert len(opt.param_groups[0]["params"]) == len(list(model.parameters()))
+    with pytest.raises(ValueError, match="optimizers"):
+        build("ACVAE", optimizers="three")
 
 
 # ---------------------------------------------------------------------------- STOSA
@@ -276,3 +353,85 @@ def test_stosa_negatives_come_from_the_global_rng():
     torch.manual_seed(6)
     c = model.calculate_loss(batch())
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_stosa_trains_each_transition_once_per_epoch():
+    """Over the harness's training instances (every prefix of every user), the loss terms
+    of one epoch are exactly the training transitions, each once (the authors' loader
+    yields each user's sequence once per epoch)."""
+    from bench import engine
+    from bench.synthetic import next_item_rule
+
+    seqs = next_item_rule(30, N_ITEMS - 1, min_len=5, max_len=12, seed=3)
+    model = build("STOSA")
+    inst = engine.training_instances(seqs, 12)
+    trained = []
+    for start in range(0, len(inst), 7):
+        idx = np.arange(start, min(start + 7, len(inst)))
+        positions, positives = model.trained_transitions(engine.make_batch(inst, idx))
+        for i, pos, item in zip(idx, positions.tolist(), positives.tolist()):
+            step = int(inst.start[i]) + pos  # absolute index of the transition's source item
+            trained.append((int(inst.user[i]), step, item))
+    transitions = [(u + 1, int(seqs.offsets[u]) + t, int(seqs.items[seqs.offsets[u] + t + 1]))
+                   for u in range(seqs.n_users) for t in range(int(seqs.lengths[u]) - 3)]
+    assert len(trained) == len(transitions) == len(inst)
+    assert sorted(trained) == sorted(transitions)
+
+
+def test_stosa_loss_is_bpr_plus_pvn_at_the_last_position():
+    """calculate_loss trains the last real position against the target and one negative
+    drawn from the global RNG (no dropout in eval mode, so it can be recomputed)."""
+    model = build("STOSA", pvn_weight=0.5).eval()
+    inter = batch()
+    torch.manual_seed(11)
+    loss = model.calculate_loss(inter)
+    torch.manual_seed(11)
+    neg = torch.randint(1, N_ITEMS, (6,))
+    terms = []
+    with torch.no_grad():
+        mean, cov = model.forward(inter["item_id_list"])
+        for b, n in enumerate(inter["item_length"].tolist()):
+            m, c = mean[b, n - 1], cov[b, n - 1]
+            dist = {}
+            for name, item in (("pos", int(inter["item_id"][b])), ("neg", int(neg[b]))):
+                im = model.item_mean_embedding.weight[item]
+                ic = torch.nn.functional.elu(model.item_cov_embedding.weight[item]) + 1
+                dist[name] = (im, ic, naive_w2(m, c, im, ic))
+            pvn = naive_w2(dist["pos"][0], dist["pos"][1], dist["neg"][0], dist["neg"][1])
+            bpr = math.log1p(math.exp(dist["pos"][2] - dist["neg"][2]))  # -log sigma(neg - pos)
+            terms.append(bpr + 0.5 * max(0.0, dist["pos"][2] - pvn))
+    assert float(loss) == pytest.approx(sum(terms) / len(terms), rel=1e-4, abs=1e-4)
+
+
+def embedding_layer_mean(model, item_seq):
+    """STOSA's mean stream before any layer: ELU(LayerNorm(item + position)) (eval mode)."""
+    positions = torch.arange(item_seq.shape[1])
+    x = model.item_mean_embedding(item_seq) + model.position_mean_embedding(positions)
+    return torch.nn.functional.elu(model.layer_norm(x))
+
+
+def test_stosa_released_mean_stream_skips_the_layers():
+    """mean_stream: released reproduces the authors' encoder (maen_hidden_states typo):
+    the output mean is the embedding-layer mean and the mean-side layer weights get no
+    gradient; the paper's default passes the mean through the layers."""
+    inter = batch()
+    torch.manual_seed(0)
+    paper = build("STOSA", n_layers=2).eval()
+    torch.manual_seed(0)
+    released = build("STOSA", n_layers=2, mean_stream="released").eval()
+    with torch.no_grad():
+        paper_mean, _ = paper.forward(inter["item_id_list"])
+        released_mean, _ = released.forward(inter["item_id_list"])
+        base = embedding_layer_mean(released, inter["item_id_list"])
+    torch.testing.assert_close(released_mean, base)
+    assert not torch.allclose(paper_mean, base, atol=1e-3)
+
+    released.train()
+    torch.manual_seed(1)
+    released.calculate_loss(inter).backward()
+    silent = {n for n, p in released.named_parameters() if p.grad is None or not p.grad.any()}
+    mean_side = {n for n, _ in released.named_parameters()
+                 if any(k in n for k in ("mean_value", "mean_dense", "mean_ffn"))}
+    assert mean_side and silent == mean_side
+    with pytest.raises(ValueError, match="mean_stream"):
+        build("STOSA", mean_stream="typo")
