@@ -122,6 +122,24 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    from bench.audit import audit, write_audit
+    from bench.audit.render import console_summary
+
+    result = audit(args.profile, args.results_dir, args.data_dir, run_determinism=not args.skip_determinism)
+    md, _ = write_audit(result, args.reports_dir)
+    print(console_summary(result, md))
+    return 0 if result["integrity"]["passed"] else 1
+
+
+def cmd_reproduce(args) -> int:
+    from bench.audit.reproduce import format_reproduce, reproduce
+
+    res = reproduce(args.record_dir, args.results_dir, args.data_dir, args.profile, args.keep)
+    print(format_reproduce(res))
+    return 0 if res["status"] == "ok" and res["identical"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -155,12 +173,24 @@ def build_parser() -> argparse.ArgumentParser:
     _common(report)
     report.set_defaults(func=cmd_report)
 
-    for name, module in (("check", "bench.check"), ("reproduce", "bench.check"), ("speed", "bench.speed")):
-        try:
-            mod = __import__(module, fromlist=["add_parser"])
-        except ImportError:
-            continue
-        getattr(mod, f"add_{name}_parser")(sub, _common)
+    check = sub.add_parser("check", help="audit a profile's results: integrity, determinism, protocol, claims, env")
+    _common(check)
+    check.add_argument("--skip-determinism", action="store_true", help="do not re-run the determinism set")
+    check.set_defaults(func=cmd_check)
+
+    reproduce = sub.add_parser("reproduce", help="re-run one record into a temporary store and compare")
+    _common(reproduce, profile=False)
+    reproduce.add_argument("record_dir", help="a run folder (…/<profile>/<dataset>/<model>/seed-<S>), or relative "
+                                              "to --results-dir")
+    reproduce.add_argument("--profile", default=None, help="profile name or YAML (default: the record's profile)")
+    reproduce.add_argument("--keep", action="store_true", help="keep the temporary store of the rerun")
+    reproduce.set_defaults(func=cmd_reproduce)
+
+    from bench.cost import add_cost_parser
+    from bench.speed import add_speed_parser
+
+    add_speed_parser(sub, _common)
+    add_cost_parser(sub, _common)
     return parser
 
 

@@ -2,7 +2,7 @@
 
 Every function is pure: it takes pandas DataFrames / numpy arrays (shapes in the
 docstrings) and returns new ones; nothing here reads files.  The report layer
-(``bench/report.py``) turns records and ``ranks.npz`` arrays into these inputs.
+(``bench/report``, ``bench/audit``) turns records and ``ranks.npz`` arrays into these inputs.
 
 Conventions
 -----------
@@ -139,6 +139,24 @@ def welch(a, b) -> dict:
     if math.isnan(p) and out["diff"] == 0.0:  # both constant and equal
         t, p = 0.0, 1.0
     return {**out, "t": t, "df": df, "p": p}
+
+
+def welch_interval(a, b, level: float = LEVEL) -> tuple[float, float]:
+    """Welch t-interval of mean(a) - mean(b) for seed values ``a`` (n_a,) and ``b`` (n_b,).
+
+    (nan, nan) with fewer than two values on a side; (d, d) when both sides are constant.
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if len(a) < 2 or len(b) < 2:
+        return (math.nan, math.nan)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    diff = float(a.mean() - b.mean())
+    se = math.sqrt(va + vb)
+    if se == 0.0:
+        return (diff, diff)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    half = float(sps.t.ppf(0.5 + level / 2, df)) * se
+    return (diff - half, diff + half)
 
 
 def paired(x, y, level: float = LEVEL) -> dict:

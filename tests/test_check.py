@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from bench import check, cli, store
+from bench import audit, cli, store
 from conftest import needs_data
 
 TINY = {
@@ -65,7 +65,7 @@ def test_check_passes_on_a_fresh_store(store_copy, capsys):
     assert js["determinism"]["status"] == "identical"
     assert js["determinism"]["runs"][0]["users_changed_any"] == 0
     assert "not run in this profile" in js["protocol_sensitivity"]["status"]
-    assert {c["verdict"] for c in js["claims"]} <= set(check.VERDICTS) and all(c["reason"] for c in js["claims"])
+    assert {c["verdict"] for c in js["claims"]} <= set(audit.VERDICTS) and all(c["reason"] for c in js["claims"])
     assert js["environment"]["flagged"] == []
     for heading in ("## 1. Integrity", "## 2. Determinism", "## 3. Protocol sensitivity", "## 4. Claims",
                     "## 5. Environment"):
@@ -98,7 +98,7 @@ def corrupt_rank_silently(results, prof):
     folder = store.run_dir(results, "tiny", "beauty", "SASRec", 0)
     ranks = store.read_ranks(folder)
     record = json.loads((folder / "record.json").read_text())
-    record["ranks_sha256"] = check.ranks_digest(ranks)
+    record["ranks_sha256"] = audit.ranks_digest(ranks)
     ranks["test"][int(np.argmax(ranks["test"]))] -= 1
     store.write_run(folder, record, ranks)
     return "beauty/SASRec/seed-0", "ranks_sha256"
@@ -220,12 +220,12 @@ def fake_store(root):
 
 def test_every_claim_gets_a_verdict_on_a_fake_store(tmp_path):
     fake_store(tmp_path)
-    claims = check.evaluate_claims(store.load_records(tmp_path, "fake"))
-    spec = check.load_claims()
+    claims = audit.evaluate_claims(store.load_records(tmp_path, "fake"))
+    spec = audit.load_claims()
     assert [c["id"] for c in claims] == [c["id"] for c in spec["claims"]]
     by_id = {c["id"]: c for c in claims}
     for c in claims:
-        assert c["verdict"] in check.VERDICTS and c["reason"], c
+        assert c["verdict"] in audit.VERDICTS and c["reason"], c
     # built so that DiffuRec beats everything, every variant, in every group, and converges first
     for cid in ("T2-beats-all", "F3-truncated-linear", "F5-delta-0.001", "T3-transformer-over-gru",
                 "T3-inner-product-over-rstar", "F8-head-and-tail", "F9-every-length", "F10-convergence-ml1m"):
@@ -237,15 +237,15 @@ def test_every_claim_gets_a_verdict_on_a_fake_store(tmp_path):
     assert {r["group"] for r in by_id["F8-head-and-tail"]["evidence"]} == {"head", "long-tail"}
     assert len({r["group"] for r in by_id["F9-every-length"]["evidence"]}) == 5
 
-    prot = check.protocol_sensitivity(check.ResultsView(store.load_records(tmp_path, "fake")))
+    prot = audit.protocol_sensitivity(audit.ResultsView(store.load_records(tmp_path, "fake")))
     assert prot["status"] == "ok" and {r["base_model"] for r in prot["rows"]} == {"DiffuRec", "SASRec"}
     assert prot["params_changed"]["DiffuRec"]["causal"] == {
-        "clean": True, "paper": False, "meaning": check._yaml_comment("DiffuRec", "causal")}
+        "clean": True, "paper": False, "meaning": audit.yaml_comment("DiffuRec", "causal")}
     assert all(r["paper"] > r["clean"] for r in prot["rows"] if r["metric"] == "HR@20")
 
 
 def test_claims_on_an_empty_store_are_not_testable_with_reasons(tmp_path):
-    claims = check.evaluate_claims([])
+    claims = audit.evaluate_claims([])
     assert claims and all(c["verdict"] == "not testable" and c["reason"] for c in claims)
 
 
@@ -253,7 +253,7 @@ def test_convergence_is_not_testable_when_diffurec_hits_the_epoch_cap(tmp_path):
     for seed in (0, 1):
         _fake(tmp_path, "ml-1m", "SASRec", seed, 60, best_epoch=5, epochs_run=8)
         _fake(tmp_path, "ml-1m", "DiffuRec", seed, 30, best_epoch=19, epochs_run=20)
-    res = check.evaluate_claims(store.load_records(tmp_path, "fake"))
+    res = audit.evaluate_claims(store.load_records(tmp_path, "fake"))
     conv = next(c for c in res if c["id"] == "F10-convergence-ml1m")
     assert conv["verdict"] == "not testable" and "epoch cap" in conv["reason"]
 
@@ -263,7 +263,7 @@ def test_reproduce_runs_with_the_recorded_thread_count(store_copy, monkeypatch):
     import torch
 
     import bench.runner
-    from bench.check import reproduce
+    from bench.audit import reproduce
 
     prof, results, _ = store_copy
     folder = store.run_dir(results, "tiny", "beauty", "SASRec", 0)

@@ -31,7 +31,7 @@ def local_ray():
 
 
 def test_local_executor_never_imports_ray():
-    code = ("import sys, bench.cli, bench.grid, bench.ray_executor, bench.check; "
+    code = ("import sys, bench.cli, bench.grid, bench.ray_executor, bench.audit; "
             "assert 'ray' not in sys.modules, 'ray imported'")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 

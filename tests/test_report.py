@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from bench import report, store
+from bench.report.collect import per_metric_ranks
 
 PROFILE = "fake"
 DIFFUREC_PARAMS = {"approximator": "transformer", "rounding": "inner_product", "noise_schedule": "truncated_linear",
@@ -205,8 +206,8 @@ def test_render_empty_store(tmp_path):
 
 def test_paper_protocol_uses_per_metric_ranks():
     a, b = np.array([0, 50]), np.array([50, 0])
-    assert report._per_metric_ranks({"test": a, "test@HR@10": b}, "HR@10") is b
-    assert report._per_metric_ranks({"test": a, "test@HR@10": b}, "NDCG@10") is a
+    assert per_metric_ranks({"test": a, "test@HR@10": b}, "HR@10") is b
+    assert per_metric_ranks({"test": a, "test@HR@10": b}, "NDCG@10") is a
 
 
 def test_tuning_table_marks_the_best_validation_setting():

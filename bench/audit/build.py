@@ -1,0 +1,65 @@
+"""``audit``: every section of ``bench check`` run on one profile, as one JSON-able dict."""
+from __future__ import annotations
+
+import os
+import time
+
+from bench import store
+from bench.audit.claims import CLAIMS_FILE, evaluate_claims
+from bench.audit.determinism import determinism, determinism_plan
+from bench.audit.environment import environment_section
+from bench.audit.integrity import DataCache, integrity
+from bench.audit.protocol import protocol_sensitivity
+from bench.audit.view import ResultsView
+from bench.fmt import display_path, scrub_paths
+from bench.profiles import load_profile
+from datasets.prepare import DEFAULT_DATA_DIR, resolve_data_dir
+
+
+def _shown_paths(results_dir, data_dir) -> dict:
+    """{absolute folder: shown form} of the results and data folders (relative to the repository, or as given)."""
+    data = resolve_data_dir(data_dir)
+    return {os.path.abspath(results_dir): display_path(results_dir),
+            os.path.abspath(data): display_path(data, default=DEFAULT_DATA_DIR)}
+
+
+def _scrub(obj, folders: dict):
+    """``obj`` with every string's absolute results/data folder replaced by its shown form."""
+    if isinstance(obj, str):
+        return scrub_paths(obj, folders)
+    if isinstance(obj, dict):
+        return {k: _scrub(v, folders) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_scrub(v, folders) for v in obj]
+    return obj
+
+
+def audit(profile_name: str, results_dir, data_dir=None, run_determinism: bool = True,
+          claims_file=CLAIMS_FILE) -> dict:
+    """Everything of ``bench check`` as one JSON-able dict.
+
+    Keys: profile, results_dir, data_dir (as reports show them), newest_record (the latest
+    record's ``created``), integrity, determinism, protocol_sensitivity, claims,
+    environment, seconds (wall time; not written to the audit files).
+    """
+    t0 = time.perf_counter()
+    profile = load_profile(profile_name)
+    folders = _shown_paths(results_dir, data_dir)
+    result = {"profile": profile["name"], "results_dir": display_path(results_dir),
+              "data_dir": folders[os.path.abspath(resolve_data_dir(data_dir))]}
+    result["integrity"] = integrity(profile, results_dir, DataCache(data_dir))
+    if run_determinism:
+        result["determinism"] = determinism(profile, results_dir, data_dir)
+    else:
+        result["determinism"] = {"status": "skipped", "reason": "--skip-determinism", "runs": [],
+                                 "plan": determinism_plan(profile)}
+    records = store.load_records(results_dir, profile["name"], status=None)
+    stamps = [str(r["created"]) for r in records if r.get("created")]
+    result["newest_record"] = max(stamps) if stamps else None
+    view = ResultsView(records)
+    result["protocol_sensitivity"] = protocol_sensitivity(view)
+    result["claims"] = evaluate_claims(view, claims_file)
+    result["environment"] = environment_section([r for r in records if r.get("status") == "ok"])
+    result = _scrub(result, folders)
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    return result

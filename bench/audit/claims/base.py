@@ -1,0 +1,124 @@
+"""What every claim rule shares: the verdict dict, the scope of datasets, baselines, paired tests, Holm.
+
+A rule is ``rule(view, rule, cfg) -> dict`` where ``view`` is a
+:class:`~bench.audit.view.ResultsView`, ``rule`` the claim's ``rule:`` mapping from
+``bench/claims.yaml`` and ``cfg`` = {alpha, baselines}; it returns :func:`result`.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from bench import stats
+from bench.audit.view import METRICS, ResultsView
+from bench.errors import BenchError
+from bench.fmt import DATASET_ORDER, finite
+
+VERDICTS = ("holds", "does not hold", "not testable")
+
+
+def result(verdict: str, reason: str, evidence=None, columns=None, **extra) -> dict:
+    """A rule's answer: verdict, reason, evidence rows and the columns the audit shows of them."""
+    assert verdict in VERDICTS
+    return {"verdict": verdict, "reason": reason, "evidence": evidence or [], "columns": columns or [], **extra}
+
+
+def with_scope(text: str, scope: str) -> str:
+    """``text`` + '; scope: …' when the scope note is not empty."""
+    return text + (f"; scope: {scope}" if scope else "")
+
+
+def scope(view: ResultsView, rule: dict) -> tuple[list[str], list[str]]:
+    """(datasets in scope with runs, datasets in scope without runs)."""
+    wanted = rule.get("datasets", "all")
+    if wanted in (None, "all"):
+        wanted = list(DATASET_ORDER)
+        wanted += [d for d in view.datasets if d not in wanted]
+    have = set(view.datasets)
+    return [d for d in wanted if d in have], [d for d in wanted if d not in have]
+
+
+def scope_note(absent_datasets: list, notes: list) -> str:
+    """'no runs on …; <notes>' or ''."""
+    parts = []
+    if absent_datasets:
+        parts.append(f"no runs on {', '.join(absent_datasets)}")
+    parts += notes
+    return ("; ".join(parts)) if parts else ""
+
+
+def baselines(view: ResultsView, dataset: str, target: str, cfg: dict) -> list[str]:
+    """Base runs on ``dataset`` whose model is one of the claims file's baselines."""
+    allowed = {b.lower() for b in cfg.get("baselines", [])}
+    return [m for m in view.main_models(dataset) if m != target and view.base(dataset, m).lower() in allowed]
+
+
+def target_and_baselines(view: ResultsView, dataset: str, target: str, cfg: dict, notes: list) -> list[str]:
+    """The baselines run on ``dataset`` beside ``target``; [] (with a note why) when either is absent."""
+    if target not in view.main_models(dataset):
+        notes.append(f"{dataset}: no {target} run")
+        return []
+    bases = baselines(view, dataset, target, cfg)
+    if not bases:
+        notes.append(f"{dataset}: no baseline run")
+    return bases
+
+
+def best_by_mean(means: dict):
+    """The key with the highest finite mean (non-finite counts as -inf; the first wins ties)."""
+    return max(means, key=lambda k: means[k] if finite(means[k]) else -math.inf)
+
+
+def paired_p(view: ResultsView, dataset: str, a: str, b: str, metric: str, mask=None) -> dict:
+    """``stats.paired`` of the seed-averaged per-user values of a and b (optionally on a user mask)."""
+    ua, ub = view.per_user(dataset, a), view.per_user(dataset, b)
+    if ua is None or ub is None:
+        return stats.paired([], [])
+    i = METRICS.index(metric)
+    x, y = ua[i], ub[i]
+    if mask is not None:
+        x, y = x[mask], y[mask]
+    return stats.paired(x, y)
+
+
+def holm(rows: list, column: str) -> None:
+    """Add ``<column>_holm`` to every row: Holm over the rows of one claim."""
+    adj = stats.holm([r.get(column, math.nan) for r in rows])
+    for r, a in zip(rows, adj):
+        r[f"{column}_holm"] = float(a)
+
+
+def same_value(a, b) -> bool:
+    """Param values equal as numbers (close) or as case-insensitive text."""
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    return str(a).lower() == str(b).lower()
+
+
+def comparable(view: ResultsView, dataset: str, target: str, params: set) -> dict:
+    """{model: record params} of target runs differing from the main one at most in ``params``."""
+    main = [m for m in view.main_models(dataset) if view.base(dataset, m) == target]
+    if not main:
+        return {}
+    protocol = view.first(dataset, main[0]).get("protocol")
+    out = {}
+    for m in view.models(dataset):
+        first = view.first(dataset, m)
+        if view.base(dataset, m) != target or first.get("protocol") != protocol:
+            continue
+        if view.variant_keys(dataset, m) - {"protocol"} - params:
+            continue
+        out[m] = first.get("params") or {}
+    return out
+
+
+def user_groups(info: dict, kind: str) -> list[tuple[str, np.ndarray]]:
+    """[(group name, (n_users,) bool mask)]: head/long-tail test item, or the five length groups."""
+    if kind == "head_tail":
+        head = info["test_is_head"]
+        return [("head", head), ("long-tail", ~head)]
+    if kind == "length":
+        group, _, labels = stats.length_groups(info["hist_len"])
+        return [(label, group == i) for i, label in enumerate(labels)]
+    raise BenchError(f"unknown group kind '{kind}' (known: head_tail, length)")

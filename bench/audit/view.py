@@ -1,0 +1,99 @@
+"""``ResultsView``: the ok records of a profile as the claim rules and the protocol section read them."""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+
+from bench import store
+from bench.fmt import finite, order_datasets
+
+METRICS = store.METRICS
+
+
+class ResultsView:
+    """The ok records of a profile, with seed values and per-user matrices on demand."""
+
+    def __init__(self, records: list):
+        self.records = [r for r in records if r.get("status") == "ok"]
+        self.by_model = defaultdict(list)
+        for r in self.records:
+            self.by_model[(r["dataset"], r["model"])].append(r)
+        self._per_user, self._info = {}, {}
+
+    @property
+    def datasets(self) -> list[str]:
+        """Datasets with ok records, in the paper's order."""
+        return order_datasets({r["dataset"] for r in self.records})
+
+    def models(self, dataset: str) -> list[str]:
+        return sorted({m for d, m in self.by_model if d == dataset})
+
+    def main_models(self, dataset: str) -> list[str]:
+        """Models run without a variant (the Table 2 rows)."""
+        return [m for m in self.models(dataset) if not self.by_model[(dataset, m)][0].get("variant")]
+
+    def first(self, dataset: str, model: str) -> dict:
+        return self.by_model[(dataset, model)][0]
+
+    def base(self, dataset: str, model: str) -> str:
+        r = self.first(dataset, model)
+        return r.get("base_model") or r["model"]
+
+    def variant_keys(self, dataset: str, model: str) -> set:
+        variant = self.first(dataset, model).get("variant") or {}
+        return set((variant.get("params") or {}).keys())
+
+    def seeds(self, dataset: str, model: str, metric: str) -> np.ndarray:
+        """(n_seeds,) finite test values of ``metric``."""
+        vals = [((r.get("metrics") or {}).get("test") or {}).get(metric)
+                for r in self.by_model.get((dataset, model), [])]
+        return np.array([v for v in vals if finite(v)], dtype=np.float64)
+
+    def mean(self, dataset: str, model: str, metric: str) -> float:
+        v = self.seeds(dataset, model, metric)
+        return float(v.mean()) if len(v) else math.nan
+
+    def info(self, dataset: str) -> dict | None:
+        """users, hist_len, test_is_head of the dataset's evaluated users (from its first readable run)."""
+        if dataset not in self._info:
+            self._info[dataset] = None
+            for r in (r for r in self.records if r["dataset"] == dataset):
+                try:
+                    ranks = store.read_ranks(r["_dir"])
+                except (OSError, ValueError, KeyError):
+                    continue
+                if all(k in ranks for k in ("users", "hist_len", "test_is_head")):
+                    order = np.argsort(ranks["users"], kind="stable")
+                    self._info[dataset] = {"users": ranks["users"][order], "hist_len": ranks["hist_len"][order],
+                                           "test_is_head": ranks["test_is_head"][order].astype(bool)}
+                    break
+        return self._info[dataset]
+
+    def per_user(self, dataset: str, model: str) -> np.ndarray | None:
+        """(len(METRICS), n_users) seed-averaged per-user values aligned with ``info(dataset)['users']``."""
+        key = (dataset, model)
+        if key not in self._per_user:
+            info = self.info(dataset)
+            self._per_user[key] = None if info is None else self._average_over_seeds(key, info["users"])
+        return self._per_user[key]
+
+    def _average_over_seeds(self, key: tuple, ref: np.ndarray) -> np.ndarray | None:
+        sums, counts = np.zeros((len(METRICS), len(ref))), np.zeros((len(METRICS), len(ref)))
+        for r in self.by_model.get(key, []):
+            try:
+                ranks = store.read_ranks(r["_dir"])
+            except (OSError, ValueError, KeyError):
+                continue
+            if "test" not in ranks or "users" not in ranks:
+                continue
+            mat = np.stack([store.per_user_metric(ranks.get(f"test@{m}", ranks["test"]), m) for m in METRICS])
+            pos = np.clip(np.searchsorted(ref, ranks["users"]), 0, len(ref) - 1)
+            hit = ref[pos] == ranks["users"]
+            sums[:, pos[hit]] += mat[:, hit]
+            counts[:, pos[hit]] += 1
+        if not counts.any():
+            return None
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)

@@ -1,0 +1,221 @@
+"""Read a profile's records and ranks once into :class:`Collected`.
+
+Every table and figure reads this object (through :class:`bench.report.context.Context`);
+nothing downstream opens a record or a ``ranks.npz`` again.  Here also live the
+names and order the report uses for models (the paper's order) and the rules that
+sort a record into Table 2 ('main'), Table 3 ('ablation:<label>') or neither.
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from bench import stats, store
+
+METRICS = store.METRICS
+PAPER_MODELS = ("GRU4Rec", "Caser", "SASRec", "BERT4Rec", "ComiRec", "TiMiRec", "SVAE", "ACVAE",
+                "STOSA", "DiffuRec")
+TARGET = "DiffuRec"
+ABLATIONS = ("w GRU", "w R*", "DiffuRec")  # the paper's row order in Table 3
+
+
+@dataclass
+class Collected:
+    """Everything the tables and figures need, read from the store once.
+
+    runs:      one row per ok record: dataset, model, base_model, variant (name or None),
+               seed, protocol, dir, role ('main' = Table 2 model, 'ablation:<label>', 'other')
+    values:    seed-value frame (dataset, model, seed, metric, value) of the test metrics
+    per_user:  {(dataset, model): (len(METRICS), n_users) seed-averaged per-user values}
+    breakdown: per-run breakdown rows (dataset, model, seed, kind, group, metric, value, n_users)
+    """
+
+    records: list
+    failed: list
+    failed_reruns: list
+    runs: pd.DataFrame
+    values: pd.DataFrame
+    per_user: dict
+    breakdown: pd.DataFrame
+    length_labels: dict
+    main_models: dict            # dataset -> [model names of Table 2, paper order]
+    ablation_models: dict        # dataset -> {label: model name}
+    problems: list = field(default_factory=list)
+
+    @property
+    def ok_records(self) -> list:
+        return [r for r in self.records if r.get("status") == "ok"]
+
+
+# =========================================================================== record roles
+def order_models(names: Iterable[str], base_of: dict) -> list[str]:
+    """Models in the paper's order of their base model, then by name."""
+    rank = {m: i for i, m in enumerate(PAPER_MODELS)}
+    return sorted(set(names), key=lambda m: (rank.get(base_of.get(m, m), len(rank)), m))
+
+
+def variant_keys(record: dict) -> set:
+    """The params a variant record overrides (empty for a base run)."""
+    variant = record.get("variant") or {}
+    return set((variant.get("params") or {}).keys())
+
+
+def is_main(record: dict) -> bool:
+    """A base run (no variant): a Table 2 model."""
+    return not record.get("variant")
+
+
+def ablation_label(record: dict) -> str | None:
+    """'w GRU' / 'w R*' for a DiffuRec variant that is one of the paper's ablations."""
+    if record.get("base_model") != TARGET or is_main(record):
+        return None
+    params = record.get("params") or {}
+    gru = str(params.get("approximator", "")).lower() == "gru"
+    rstar = str(params.get("rounding", "")).lower() == "neg_sq_distance"
+    if gru and not rstar:
+        return "w GRU"
+    if rstar and not gru:
+        return "w R*"
+    return None
+
+
+def _choose(models_by_label: dict, variant_sizes: dict) -> dict:
+    """One model per ablation label: the one overriding fewest params, then by name."""
+    return {label: sorted(names, key=lambda m: (variant_sizes.get(m, 0), m))[0]
+            for label, names in models_by_label.items() if names}
+
+
+def per_metric_ranks(ranks: dict, metric: str) -> np.ndarray:
+    """Ranks behind ``metric``: the paper protocol's ``test@<metric>`` checkpoint if stored."""
+    return ranks.get(f"test@{metric}", ranks["test"])
+
+
+# =========================================================================== collection
+def _failed_reruns(results_dir, profile: str) -> list:
+    """``failed.json`` beside an ok record: a re-run that failed (the ok record is kept)."""
+    out = []
+    for path in sorted((Path(results_dir) / profile).glob("*/*/seed-*/failed.json")):
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError):
+            rec = {"error": {"message": f"unreadable {path}"}}
+        rec["_dir"] = str(path.parent)
+        out.append(rec)
+    return out
+
+
+def collect(results_dir, profile: str) -> Collected:
+    """Read the profile's records and needed ranks (each ``ranks.npz`` once)."""
+    every = store.load_records(results_dir, profile, status=None)
+    ok = [r for r in every if r.get("status") == "ok"]
+    failed = [r for r in every if r.get("status") != "ok"]
+
+    base_of = {r["model"]: r.get("base_model", r["model"]) for r in ok}
+    rows, value_rows = [], []
+    main_models, ablation_candidates, variant_sizes = defaultdict(set), defaultdict(lambda: defaultdict(set)), {}
+    for r in ok:
+        label = ablation_label(r)
+        role = "main" if is_main(r) else (f"ablation:{label}" if label else "other")
+        if role == "main":
+            main_models[r["dataset"]].add(r["model"])
+        elif label:
+            ablation_candidates[r["dataset"]][label].add(r["model"])
+            variant_sizes[r["model"]] = len(variant_keys(r))
+        rows.append({"dataset": r["dataset"], "model": r["model"], "base_model": r.get("base_model"),
+                     "variant": (r.get("variant") or {}).get("name"), "seed": r.get("seed"),
+                     "protocol": r.get("protocol"), "dir": r["_dir"], "role": role})
+        test = ((r.get("metrics") or {}).get("test")) or {}
+        for metric in METRICS:
+            if metric in test and test[metric] is not None:
+                value_rows.append((r["dataset"], r["model"], r.get("seed"), metric, float(test[metric])))
+    runs = pd.DataFrame(rows, columns=["dataset", "model", "base_model", "variant", "seed", "protocol",
+                                       "dir", "role"])
+    values = pd.DataFrame(value_rows, columns=["dataset", "model", "seed", "metric", "value"])
+    main = {d: order_models(ms, base_of) for d, ms in main_models.items()}
+    ablation = {d: _choose(c, variant_sizes) for d, c in ablation_candidates.items()}
+    for d in main:
+        if TARGET in main[d]:
+            ablation.setdefault(d, {})["DiffuRec"] = TARGET
+    col = Collected(every, failed, _failed_reruns(results_dir, profile), runs, values, {}, pd.DataFrame(), {},
+                    main, ablation)
+    _read_ranks(col, ok)
+    return col
+
+
+def _align(col: Collected, r: dict, mat: np.ndarray, users: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """(n_metrics, len(ref)) per-user values of one run on the dataset's reference users (NaN where absent)."""
+    if len(users) == len(ref) and np.array_equal(users, ref):
+        return mat
+    # should not happen: all runs of a (profile, dataset) rank the same users
+    col.problems.append(f"{r['dataset']}/{r['model']}/seed-{r.get('seed')}: evaluated users differ from "
+                        "the dataset's first run; paired tests use the common users")
+    sorter = np.argsort(ref)
+    pos = np.clip(np.searchsorted(ref, users, sorter=sorter), 0, len(ref) - 1)
+    hit = ref[sorter[pos]] == users
+    aligned = np.full((len(METRICS), len(ref)), np.nan)
+    aligned[:, sorter[pos[hit]]] = mat[:, hit]
+    return aligned
+
+
+def _breakdown_rows(r: dict, ranks: dict, mat: np.ndarray, edges, labels) -> list[tuple]:
+    """Head/long-tail and length-group means of one run: (dataset, model, seed, kind, group, metric, value, n)."""
+    rows = []
+    if "test_is_head" in ranks:
+        group = np.where(ranks["test_is_head"].astype(bool), 0, 1)
+        means, n = stats.group_means(mat, group, 2)
+        for gi, gname in enumerate(("head", "long-tail")):
+            for mi, metric in enumerate(METRICS):
+                rows.append((r["dataset"], r["model"], r.get("seed"), "head_tail", gname, metric, means[mi, gi], n[gi]))
+    hist = ranks.get("hist_len")
+    if hist is not None and edges is not None:
+        group = stats.assign_length_groups(hist, edges)
+        means, n = stats.group_means(mat, group, len(edges) + 1)
+        for gi, gname in enumerate(labels):
+            for mi, metric in enumerate(METRICS):
+                rows.append((r["dataset"], r["model"], r.get("seed"), "length", gname, metric, means[mi, gi], n[gi]))
+    return rows
+
+
+def _read_ranks(col: Collected, ok: list) -> None:
+    """Per-user seed averages and breakdown rows from the ranks of Table 2/3 runs."""
+    needed = {(d, m) for d, ms in col.main_models.items() for m in ms}
+    needed |= {(d, m) for d, labels in col.ablation_models.items() for m in labels.values()}
+    ref_users, edges, sums, counts = {}, {}, {}, {}
+    breakdown_rows = []
+    nm = len(METRICS)
+    for r in ok:
+        key = (r["dataset"], r["model"])
+        if key not in needed:
+            continue
+        try:
+            ranks = store.read_ranks(r["_dir"])
+        except (OSError, ValueError, KeyError) as err:
+            col.problems.append(f"{r['dataset']}/{r['model']}/seed-{r.get('seed')}: no readable ranks.npz ({err})")
+            continue
+        if "test" not in ranks or "users" not in ranks:
+            col.problems.append(f"{r['dataset']}/{r['model']}/seed-{r.get('seed')}: ranks.npz lacks test/users")
+            continue
+        dataset = r["dataset"]
+        mat = np.stack([store.per_user_metric(per_metric_ranks(ranks, m), m) for m in METRICS])
+        if dataset not in ref_users:
+            ref_users[dataset] = ranks["users"]
+            if ranks.get("hist_len") is not None:
+                _, edges[dataset], col.length_labels[dataset] = stats.length_groups(ranks["hist_len"])
+        aligned = _align(col, r, mat, ranks["users"], ref_users[dataset])
+        if key not in sums:
+            sums[key], counts[key] = np.zeros((nm, aligned.shape[1])), np.zeros((nm, aligned.shape[1]))
+        finite = np.isfinite(aligned)
+        sums[key] += np.where(finite, aligned, 0.0)
+        counts[key] += finite
+        breakdown_rows += _breakdown_rows(r, ranks, mat, edges.get(dataset), col.length_labels.get(dataset))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        col.per_user = {k: sums[k] / counts[k] for k in sums}
+    col.breakdown = pd.DataFrame(breakdown_rows, columns=["dataset", "model", "seed", "kind", "group",
+                                                          "metric", "value", "n_users"])
+

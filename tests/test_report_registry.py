@@ -1,0 +1,94 @@
+"""Every registered table and figure on a small fake store; re-rendering writes identical bytes.
+
+A table or figure added to ``bench.report.registry`` is picked up here without editing this file.
+"""
+import os
+
+import pandas as pd
+import pytest
+
+import datasets.prepare
+from bench.fmt import REPO_ROOT
+from bench.report import render
+from bench.report.collect import collect
+from bench.report.context import Context, Drawn, Missing, Table
+from bench.report.registry import FIGURES, TABLES
+from bench.report.tables import table1
+from test_report import DIFFUREC_PARAMS, PROFILE, build_store, write_fake_run
+
+
+def build_full_store(root):
+    """The report tests' store plus what the other tables and figures need: a tuning run, a δ variant."""
+    build_store(root)
+    write_fake_run(root, "beauty", "SASRec-tune-dropout=0.2", 0, (32, 20, 20), base_model="SASRec",
+                   variant={"name": "SASRec-tune-dropout=0.2", "params": {"dropout": 0.2}}, params={"dropout": 0.2})
+    for seed in range(2):
+        write_fake_run(root, "beauty", "DiffuRec-delta1", seed, (40 + seed, 30, 30), base_model="DiffuRec",
+                       variant={"name": "DiffuRec-delta1", "params": {"lambda_scale": 1.0}},
+                       params={**DIFFUREC_PARAMS, "lambda_scale": 1.0})
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("registry") / "results"
+    build_full_store(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def ctx(results):
+    return Context(collect(results, PROFILE), data_dir=results.parent / "no-data",
+                   expected=[("beauty", "SASRec", 0), ("toys", "SASRec", 0)])
+
+
+@pytest.mark.parametrize("table_fn", TABLES, ids=lambda f: f.__name__)
+def test_every_registered_table_renders(table_fn, ctx):
+    tables = table_fn(ctx)
+    assert tables, f"{table_fn.__name__} wrote nothing on a store that has its runs"
+    for t in tables:
+        assert isinstance(t, Table) and t.title and t.stem
+        assert t.md is not None and t.md.startswith("# ")
+        assert isinstance(t.csv, pd.DataFrame)
+
+
+def test_table_stems_and_titles_are_unique(ctx):
+    tables = [t for fn in TABLES for t in fn(ctx)]
+    assert len({t.stem for t in tables}) == len(tables) and len({t.title for t in tables}) == len(tables)
+
+
+@pytest.mark.parametrize("figure_fn", FIGURES, ids=lambda f: f.__name__)
+def test_every_registered_figure_draws_or_says_why(figure_fn, ctx):
+    outcomes = [o for dataset in ctx.datasets for o in figure_fn(ctx, dataset)]
+    assert all(isinstance(o, (Drawn, Missing)) for o in outcomes)
+    drawn = [o for o in outcomes if isinstance(o, Drawn)]
+    assert drawn, f"{figure_fn.__name__} drew nothing on a store that has its runs: {outcomes}"
+    for o in drawn:
+        assert o.stem.endswith(o.dataset) and o.what and o.fig_id
+
+
+def test_every_table_and_figure_copes_with_an_empty_store(tmp_path):
+    empty = Context(collect(tmp_path, "nothing"), data_dir=tmp_path)
+    for fn in TABLES:
+        assert all(isinstance(t, Table) for t in fn(empty))
+    for fn in FIGURES:
+        assert all(isinstance(o, Missing) for o in fn(empty, "beauty"))
+
+
+def test_rendering_twice_writes_identical_files(results, tmp_path):
+    expected = [("beauty", "SASRec", 0), ("toys", "GRU4Rec", 5)]
+    first = render(results, tmp_path / "a", PROFILE, data_dir=tmp_path, expected=expected)
+    second = render(results, tmp_path / "b", PROFILE, data_dir=tmp_path, expected=expected)
+    rel = [p.relative_to(tmp_path / "a") for p in first]
+    assert rel == [p.relative_to(tmp_path / "b") for p in second]
+    assert any(p.suffix == ".pdf" for p in rel) and any(p.suffix == ".png" for p in rel)
+    for p in rel:
+        assert (tmp_path / "a" / p).read_bytes() == (tmp_path / "b" / p).read_bytes(), p
+    assert b"/CreationDate" not in next((tmp_path / "a" / p).read_bytes() for p in rel if p.suffix == ".pdf")
+
+
+def test_table1_names_the_default_data_folder_relative_to_the_repository(ctx, monkeypatch):
+    missing = REPO_ROOT.parent / "no-such-data-folder"
+    monkeypatch.setattr(datasets.prepare, "DEFAULT_DATA_DIR", missing)
+    monkeypatch.delenv("BENCH_DATA_DIR", raising=False)
+    status = table1(Context(ctx.col, data_dir=None))[0].csv["status"].iloc[0]
+    assert "../no-such-data-folder/" in status and os.fspath(missing) not in status, status
