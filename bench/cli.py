@@ -116,7 +116,8 @@ def cmd_report(args) -> int:
     profile = load_profile(args.profile)
     t0 = time.perf_counter()
     expected = [(e.dataset, e.model, e.seed) for e in expected_entries(profile)]
-    paths = render(args.results_dir, args.reports_dir, profile["name"], data_dir=args.data_dir, expected=expected)
+    paths = render(args.results_dir, args.reports_dir, profile["name"], data_dir=args.data_dir, expected=expected,
+                   controls=profile.get("controls"))
     print(f"rendered {len(paths)} files into {Path(args.reports_dir) / profile['name']} "
           f"in {time.perf_counter() - t0:.1f} s")
     return 0
@@ -126,18 +127,52 @@ def cmd_check(args) -> int:
     from bench.audit import audit, write_audit
     from bench.audit.render import console_summary
 
-    result = audit(args.profile, args.results_dir, args.data_dir, run_determinism=not args.skip_determinism)
+    # build.audit runs the determinism section without a device; it is run here on --device instead
+    result = audit(args.profile, args.results_dir, args.data_dir, run_determinism=False)
+    if not args.skip_determinism:
+        _determinism_on(result, args)
     md, _ = write_audit(result, args.reports_dir)
     print(console_summary(result, md))
     return 0 if result["integrity"]["passed"] else 1
 
 
+def _determinism_on(result: dict, args) -> None:
+    """Fill ``result['determinism']`` by re-running the determinism set on ``args.device``."""
+    from bench.audit.build import _scrub, _shown_paths
+    from bench.audit.determinism import determinism
+    from bench.profiles import load_profile
+
+    t0 = time.perf_counter()
+    det = determinism(load_profile(args.profile), args.results_dir, args.data_dir, device=args.device)
+    result["determinism"] = _scrub(det, _shown_paths(args.results_dir, args.data_dir))
+    result["seconds"] = round(result.get("seconds", 0.0) + time.perf_counter() - t0, 1)
+
+
 def cmd_reproduce(args) -> int:
     from bench.audit.reproduce import format_reproduce, reproduce
+    from bench.audit.verdict import EXIT_CODES
 
-    res = reproduce(args.record_dir, args.results_dir, args.data_dir, args.profile, args.keep)
+    if args.all:
+        return _reproduce_all(args)
+    if not args.record_dir:
+        raise BenchError("reproduce: give a record folder, or --all --profile P")
+    res = reproduce(args.record_dir, args.results_dir, args.data_dir, args.profile, args.keep, device=args.device,
+                    with_recorded_code=args.with_recorded_code)
     print(format_reproduce(res))
-    return 0 if res["status"] == "ok" and res["identical"] else 1
+    return EXIT_CODES[res["verdict"]]
+
+
+def _reproduce_all(args) -> int:
+    from bench.audit.reproduce_all import reproduce_all
+    from bench.audit.verdict import EXIT_CODES, VERDICTS
+
+    if args.record_dir or args.with_recorded_code or args.keep:
+        raise BenchError("reproduce --all takes no record folder, --with-recorded-code or --keep")
+    out = reproduce_all(args.profile or "quick", args.results_dir, args.reports_dir, args.data_dir, args.models,
+                        args.datasets, args.seeds, args.sample, args.sample_seed, args.device, args.redo)
+    counts = ", ".join(f"{sum(r['verdict'] == v for r in out['rows'])} {v}" for v in VERDICTS)
+    print(f"{len(out['rows'])} records: {counts}; wrote {out['path']}")
+    return EXIT_CODES[out["verdict"]]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,14 +211,36 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="audit a profile's results: integrity, determinism, protocol, claims, env")
     _common(check)
     check.add_argument("--skip-determinism", action="store_true", help="do not re-run the determinism set")
+    check.add_argument("--device", default="cpu",
+                       help="device of the determinism re-runs: cpu (default; where the records were made), "
+                            "cuda, cuda:N or auto")
     check.set_defaults(func=cmd_check)
 
-    reproduce = sub.add_parser("reproduce", help="re-run one record into a temporary store and compare")
+    reproduce = sub.add_parser(
+        "reproduce", help="re-run records and compare: identical (exit 0), equivalent (3), different (1)",
+        description="Re-run one record (or, with --all, many) into a temporary store and compare with the record: "
+                    "identical (exit 0), equivalent = differs only as floating-point order on another environment "
+                    "explains (exit 3), different (exit 1). The rule is in README.md, 'Auditing'.")
     _common(reproduce, profile=False)
-    reproduce.add_argument("record_dir", help="a run folder (…/<profile>/<dataset>/<model>/seed-<S>), or relative "
-                                              "to --results-dir")
-    reproduce.add_argument("--profile", default=None, help="profile name or YAML (default: the record's profile)")
+    reproduce.add_argument("record_dir", nargs="?", help="a run folder (…/<profile>/<dataset>/<model>/seed-<S>), or "
+                                                         "relative to --results-dir")
+    reproduce.add_argument("--profile", default=None, help="profile name or YAML (default: the record's profile; "
+                                                           "with --all: quick)")
     reproduce.add_argument("--keep", action="store_true", help="keep the temporary store of the rerun")
+    reproduce.add_argument("--device", default="record",
+                           help="record (default: the record's own kind, cpu or cuda), auto, cpu, cuda or cuda:N")
+    reproduce.add_argument("--with-recorded-code", action="store_true",
+                           help="rerun the record's own code: its git revision plus its stored code.diff.gz, "
+                                "checked out into a temporary worktree")
+    reproduce.add_argument("--all", action="store_true",
+                           help="rerun the profile's records (resumes) and write <reports>/<profile>/reproduce.md")
+    reproduce.add_argument("--models", nargs="+", help="with --all: only these models")
+    reproduce.add_argument("--datasets", nargs="+", help="with --all: only these datasets")
+    reproduce.add_argument("--seeds", nargs="+", type=int, help="with --all: only these seeds")
+    reproduce.add_argument("--sample", type=int, default=None, metavar="N",
+                           help="with --all: N records drawn at random (fixed --sample-seed)")
+    reproduce.add_argument("--sample-seed", type=int, default=0, help="seed of --sample (default 0)")
+    reproduce.add_argument("--redo", action="store_true", help="with --all: rerun records already reproduced")
     reproduce.set_defaults(func=cmd_reproduce)
 
     from bench.cost import add_cost_parser

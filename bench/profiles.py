@@ -10,7 +10,7 @@ from bench.zoo import discover, load_yaml
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 REQUIRED = ("protocol", "datasets", "models", "seeds", "train")
 KNOWN = REQUIRED + ("description", "max_users", "max_train_prefixes", "stop_users", "max_seq_len",
-                    "model_overrides", "variants", "extra_evals", "determinism", "tuning")
+                    "model_overrides", "variants", "extra_evals", "determinism", "tuning", "controls")
 
 
 def profile_names() -> list[str]:

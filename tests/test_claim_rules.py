@@ -16,13 +16,15 @@ DIFFUREC = {"approximator": "transformer", "rounding": "inner_product", "noise_s
 # model -> (rank scale k: smaller is better, variant params or None)
 MODELS = {"GRU4Rec": (100, None), "SASRec": (50, None), "DiffuRec": (30, None),
           "DiffuRec-gru": (40, {"approximator": "gru"}), "DiffuRec-rstar": (150, {"rounding": "neg_sq_distance"}),
-          "DiffuRec-linear": (35, {"noise_schedule": "linear"}), "DiffuRec-d1": (70, {"lambda_scale": 1.0})}
+          "DiffuRec-linear": (35, {"noise_schedule": "linear"}), "DiffuRec-d1": (70, {"lambda_scale": 1.0}),
+          "DiffuRec-nodiff": (32, {"lambda_scale": 0.0}),
+          "SASRec-matched": (45, {"hidden_size": 128, "n_layers": 4}), "SASRec-tuned": (28, {"hidden_size": 128})}
 
 
 def write_run(root, dataset, model, seed):
     """One ok record whose ranks are floor(u * k) (u shared by all models: comparisons are monotone)."""
     k, variant = MODELS[model]
-    base = "DiffuRec" if model.startswith("DiffuRec") else model
+    base = model.split("-")[0]
     rng = np.random.default_rng(11)
     u, hist, head = rng.random(N_USERS), rng.integers(2, 60, N_USERS).astype(np.int32), rng.random(N_USERS) < 0.3
     jitter = np.random.default_rng(seed).normal(0, 0.01, N_USERS)
@@ -91,3 +93,12 @@ def test_the_synthetic_store_supports_the_claims_it_was_built_for(view):
     for cid in ("T2-beats-all", "F3-truncated-linear", "F5-delta-0.001", "T3-transformer-over-gru",
                 "T3-inner-product-over-rstar", "F10-convergence-ml1m"):
         assert by_id[cid]["verdict"] == "holds", by_id[cid]
+
+
+def test_controls_rule_reads_the_direction_of_each_control(view):
+    """DiffuRec (k=30) vs a weaker matched SASRec (k=45): holds; vs a stronger tuned SASRec (k=28): does not."""
+    by_id = {c["id"]: c for c in load_claims()["claims"]}
+    matched = RULES["beats_model"](view, by_id["C2-beats-matched-sasrec"]["rule"], config())
+    tuned = RULES["beats_model"](view, by_id["C3-beats-tuned-sasrec"]["rule"], config())
+    assert matched["verdict"] == "holds", matched["reason"]
+    assert tuned["verdict"] == "does not hold" and "not below" in tuned["reason"]

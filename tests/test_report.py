@@ -222,3 +222,42 @@ def test_tuning_table_marks_the_best_validation_setting():
     frame = tuning_table(records).set_index("setting")
     assert frame.loc["default", "seeds"] == 1 and frame.loc["default", "valid_NDCG10"] == 0.02
     assert bool(frame.loc["attn_dropout_prob=0.2", "best"]) and not bool(frame.loc["default", "best"])
+
+
+def test_partial_grid_shows_seed_counts_missing_models_and_unconverged_runs(tmp_path):
+    """A store mid-campaign: each cell says how many seeds it rests on, absent models are named,
+    and a run stopped at the epoch cap is marked in Table 2 and listed in the index."""
+    for seed in (0, 1):
+        write_fake_run(tmp_path, "beauty", "DiffuRec", seed, (60, 30, 30), params=DIFFUREC_PARAMS)
+    write_fake_run(tmp_path, "beauty", "SASRec", 0, (30, 20, 20))
+    record = store.read_record(store.run_dir(tmp_path, PROFILE, "beauty", "SASRec", 0))
+    record["checkpoint"].update(converged=False, stopped_by="epoch_cap")
+    store.write_json(store.run_dir(tmp_path, PROFILE, "beauty", "SASRec", 0) / "record.json",
+                     {k: v for k, v in record.items() if k != "_dir"})
+    expected = [("beauty", m, s) for m in ("GRU4Rec", "SASRec", "DiffuRec") for s in (0, 1)]
+    report.render(tmp_path, tmp_path / "reports", PROFILE, expected=expected)
+    table2 = (tmp_path / "reports" / PROFILE / "table2.md").read_text()
+    sasrec_row = next(line for line in table2.splitlines() if line.startswith("| Beauty | HR@10"))
+    assert "(n=1)†" in sasrec_row and sasrec_row.count("(n=") == 1  # DiffuRec has both seeds
+    assert "Partial grid" in table2 and "GRU4Rec 0/2" in table2 and "SASRec 1/2" in table2
+    index = (tmp_path / "reports" / PROFILE / "index.md").read_text()
+    assert "Not converged (stopped at the epoch cap" in index
+
+
+def test_controls_table_pairs_each_control_with_diffurec(tmp_path):
+    """A control run and an extra evaluation of DiffuRec (x_T = 0) each against DiffuRec, per user."""
+    for seed in (0, 1):
+        write_fake_run(tmp_path, "beauty", "DiffuRec", seed, (60, 30, 30), params=DIFFUREC_PARAMS,
+                       extra_evals=(1,))
+        write_fake_run(tmp_path, "beauty", "DiffuRec-nodiff", seed, (40, 20, 20), base_model="DiffuRec",
+                       variant={"name": "DiffuRec-nodiff", "params": {"lambda_scale": 0.0}},
+                       params={**DIFFUREC_PARAMS, "lambda_scale": 0.0})
+    controls = {"DiffuRec-nodiff": "no diffusion", "DiffuRec@reverse_steps=1": "one step", "SASRec-tuned": "absent"}
+    report.render(tmp_path, tmp_path / "reports", PROFILE, controls=controls)
+    frame = pd.read_csv(tmp_path / "reports" / PROFILE / "controls.csv")
+    assert set(frame["model_a"]) == {"DiffuRec-nodiff", "DiffuRec@reverse_steps=1"} and set(frame["model_b"]) == {"DiffuRec"}
+    nodiff = frame[(frame["model_a"] == "DiffuRec-nodiff") & (frame["metric"] == "HR@10")].iloc[0]
+    assert nodiff["paired_diff"] < 0 and nodiff["paired_ci_high"] < 0  # 60 vs 40 users at rank 0
+    assert np.isclose(nodiff["mean_a"] - nodiff["mean_b"], -0.15)     # (40+20 - 60-30) / 200
+    md = (tmp_path / "reports" / PROFILE / "controls.md").read_text()
+    assert "no diffusion" in md and "SASRec-tuned" not in md

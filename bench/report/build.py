@@ -53,15 +53,16 @@ def draw_figures(ctx: Context, folder: Path) -> tuple[list[Path], list[Drawn], l
 
 
 def render(results_dir, reports_dir, profile: str, data_dir=None,
-           expected: Sequence[tuple[str, str, int]] | None = None) -> list[Path]:
+           expected: Sequence[tuple[str, str, int]] | None = None, controls: dict | None = None) -> list[Path]:
     """Write every table, figure and ``index.md`` of ``profile``; returns the written paths.
 
     expected: (dataset, model, seed) triples the profile should hold; those without any
     record are listed as missing in ``index.md``.  ``data_dir`` is passed to Table 1.
+    controls: the profile's ``controls:`` (model -> what it isolates) for the controls table.
     """
     out = Path(reports_dir) / profile
     out.mkdir(parents=True, exist_ok=True)
-    ctx = Context(collect(results_dir, profile), data_dir, expected)
+    ctx = Context(collect(results_dir, profile, controls or {}), data_dir, expected, controls)
     written: list[Path] = []
     links: dict[str, list[Path]] = {}
     for table_fn in TABLES:

@@ -110,8 +110,22 @@ def _failed_reruns(results_dir, profile: str) -> list:
     return out
 
 
-def collect(results_dir, profile: str) -> Collected:
-    """Read the profile's records and needed ranks (each ``ranks.npz`` once)."""
+def extra_eval_of(name: str) -> tuple[str, str] | None:
+    """``"DiffuRec@x_T=0"`` -> ("DiffuRec", "x_T=0"): a model's extra evaluation read as a model of its own."""
+    base, sep, ev = name.partition("@")
+    return (base, ev) if sep and base and ev else None
+
+
+def collect(results_dir, profile: str, controls: Iterable[str] = ()) -> Collected:
+    """Read the profile's records and needed ranks (each ``ranks.npz`` once).
+
+    controls: the controls table's models, whose per-user values are read too.  A name
+    ``<model>@<extra evaluation>`` is collected as a model of its own: seed values from the
+    record's ``extra_evals``, per-user values from its ``test@<extra evaluation>`` ranks, so
+    it pairs with the run user by user.
+    """
+    controls = list(controls)
+    extra_models = [n for n in controls if extra_eval_of(n)]
     every = store.load_records(results_dir, profile, status=None)
     ok = [r for r in every if r.get("status") == "ok"]
     failed = [r for r in every if r.get("status") != "ok"]
@@ -134,6 +148,11 @@ def collect(results_dir, profile: str) -> Collected:
         for metric in METRICS:
             if metric in test and test[metric] is not None:
                 value_rows.append((r["dataset"], r["model"], r.get("seed"), metric, float(test[metric])))
+        for name in extra_models:
+            base, ev = extra_eval_of(name) or (None, None)
+            extra = ((r.get("extra_evals") or {}).get(ev) or {}).get("metrics", {}).get("test", {})
+            if base == r["model"] and extra:
+                value_rows += [(r["dataset"], name, r.get("seed"), m, float(extra[m])) for m in METRICS if m in extra]
     runs = pd.DataFrame(rows, columns=["dataset", "model", "base_model", "variant", "seed", "protocol",
                                        "dir", "role"])
     values = pd.DataFrame(value_rows, columns=["dataset", "model", "seed", "metric", "value"])
@@ -144,7 +163,7 @@ def collect(results_dir, profile: str) -> Collected:
             ablation.setdefault(d, {})["DiffuRec"] = TARGET
     col = Collected(every, failed, _failed_reruns(results_dir, profile), runs, values, {}, pd.DataFrame(), {},
                     main, ablation)
-    _read_ranks(col, ok)
+    _read_ranks(col, ok, extra_models, [n for n in controls if not extra_eval_of(n)])
     return col
 
 
@@ -182,16 +201,22 @@ def _breakdown_rows(r: dict, ranks: dict, mat: np.ndarray, edges, labels) -> lis
     return rows
 
 
-def _read_ranks(col: Collected, ok: list) -> None:
-    """Per-user seed averages and breakdown rows from the ranks of Table 2/3 runs."""
+def _read_ranks(col: Collected, ok: list, extra_models: list[str] = (), more_models: Iterable[str] = ()) -> None:
+    """Per-user seed averages and breakdown rows from the ranks of Table 2/3 runs (and of
+    ``more_models``, and the ``extra_models`` read from their base runs' ranks)."""
     needed = {(d, m) for d, ms in col.main_models.items() for m in ms}
     needed |= {(d, m) for d, labels in col.ablation_models.items() for m in labels.values()}
+    needed |= {(r["dataset"], m) for r in ok for m in more_models if r["model"] == m}
+    extra_of = {}
+    for name in extra_models:
+        base, ev = extra_eval_of(name)
+        extra_of.setdefault(base, []).append((name, ev))
     ref_users, edges, sums, counts = {}, {}, {}, {}
     breakdown_rows = []
     nm = len(METRICS)
     for r in ok:
         key = (r["dataset"], r["model"])
-        if key not in needed:
+        if key not in needed and r["model"] not in extra_of:
             continue
         try:
             ranks = store.read_ranks(r["_dir"])
@@ -207,13 +232,18 @@ def _read_ranks(col: Collected, ok: list) -> None:
             ref_users[dataset] = ranks["users"]
             if ranks.get("hist_len") is not None:
                 _, edges[dataset], col.length_labels[dataset] = stats.length_groups(ranks["hist_len"])
-        aligned = _align(col, r, mat, ranks["users"], ref_users[dataset])
-        if key not in sums:
-            sums[key], counts[key] = np.zeros((nm, aligned.shape[1])), np.zeros((nm, aligned.shape[1]))
-        finite = np.isfinite(aligned)
-        sums[key] += np.where(finite, aligned, 0.0)
-        counts[key] += finite
-        breakdown_rows += _breakdown_rows(r, ranks, mat, edges.get(dataset), col.length_labels.get(dataset))
+        parts = [(key, mat)] if key in needed else []
+        parts += [((dataset, name), np.stack([store.per_user_metric(ranks[f"test@{ev}"], m) for m in METRICS]))
+                  for name, ev in extra_of.get(r["model"], []) if f"test@{ev}" in ranks]
+        for part_key, part in parts:
+            aligned = _align(col, r, part, ranks["users"], ref_users[dataset])
+            if part_key not in sums:
+                sums[part_key], counts[part_key] = np.zeros((nm, aligned.shape[1])), np.zeros((nm, aligned.shape[1]))
+            finite = np.isfinite(aligned)
+            sums[part_key] += np.where(finite, aligned, 0.0)
+            counts[part_key] += finite
+        if key in needed:
+            breakdown_rows += _breakdown_rows(r, ranks, mat, edges.get(dataset), col.length_labels.get(dataset))
     with np.errstate(invalid="ignore", divide="ignore"):
         col.per_user = {k: sums[k] / counts[k] for k in sums}
     col.breakdown = pd.DataFrame(breakdown_rows, columns=["dataset", "model", "seed", "kind", "group",

@@ -40,11 +40,14 @@ class Context:
     col:       the records and per-user matrices (:class:`Collected`)
     data_dir:  the data folder given on the command line (Table 1 reads the data)
     expected:  (dataset, model, seed) triples of the profile's grid, or None
+    controls:  {control model: what it isolates} of the profile (``bench.report.controls``)
     notes:     warnings a table function adds for ``index.md`` ("Table 3 not written: …")
     """
 
-    def __init__(self, col: Collected, data_dir=None, expected: Sequence[tuple[str, str, int]] | None = None):
+    def __init__(self, col: Collected, data_dir=None, expected: Sequence[tuple[str, str, int]] | None = None,
+                 controls: dict | None = None):
         self.col, self.data_dir, self.expected = col, data_dir, expected
+        self.controls = dict(controls or {})  # the profile's controls: name -> what it isolates
         self.notes: list[str] = []
 
     @cached_property

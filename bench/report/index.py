@@ -122,6 +122,12 @@ def _runs_section(col: Collected, missing_runs: list | None) -> list[str]:
         lines.append(md_table(["Dataset", "Model", "Seed", "Error"], failed_rows))
     else:
         lines += ["Failed: none.", ""]
+    capped = [r for r in col.ok_records if (r.get("checkpoint") or {}).get("converged") is False]
+    if capped:
+        lines += [f"Not converged (stopped at the epoch cap, marked † in Table 2) — {len(capped)}:", ""]
+        lines.append(md_table(["Dataset", "Model", "Seed", "Epochs", "Best epoch"],
+                              [[r["dataset"], r["model"], str(r["seed"]), str(r["timing"]["epochs_run"]),
+                                str(r["checkpoint"]["best_epoch"])] for r in capped]))
     if col.failed_reruns:
         lines += ["Failed re-runs (an earlier ok record is kept and used):", ""]
         lines.append(md_table(["Dataset", "Model", "Seed", "Error"],

@@ -8,13 +8,14 @@ returns a list of :class:`~bench.report.context.Drawn` and
 """
 from __future__ import annotations
 
-from bench.report import gap, significance, summaries, tables, tuning
+from bench.report import controls, gap, significance, summaries, tables, tuning
 from bench.report.figures import breakdown, efficiency, loss, reverse_steps, settings
 
 TABLES = (
     tables.table1,              # table1: dataset statistics
     tables.table2,              # table2, significance_table2
     tables.table3,              # table3, significance_table3
+    controls.controls,          # controls (profiles with `controls:`)
     tuning.tuning,              # tuning (profiles with `tuning:`)
     summaries.all_runs,         # summary_all_runs
     gap.gap_to_paper,           # gap_to_paper

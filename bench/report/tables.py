@@ -14,7 +14,7 @@ import pandas as pd
 
 from bench import stats
 from bench.fmt import cell, dataset_title, md_table, order_datasets, scrub_paths, tex, tex_table
-from bench.report.collect import ABLATIONS, METRICS, TARGET, Collected, order_models
+from bench.report.collect import ABLATIONS, METRICS, PAPER_MODELS, TARGET, Collected, order_models
 from bench.report.context import Context, Table
 from bench.report.significance import sig_md
 
@@ -91,9 +91,20 @@ def _styled(text: str, row, kind: str) -> str:
 
 
 # =========================================================================== Table 2
+def not_converged(col: Collected) -> dict:
+    """{(dataset, model): seeds whose run stopped at the epoch cap} (record ``checkpoint.converged``
+    false: validation was still improving or had not yet run out of patience)."""
+    out = {}
+    for r in col.ok_records:
+        if (r.get("checkpoint") or {}).get("converged") is False:
+            out.setdefault((r["dataset"], r["model"]), []).append(int(r["seed"]))
+    return out
+
+
 def table2_cells(col: Collected, vs_best: pd.DataFrame) -> pd.DataFrame:
     """Long frame: one row per (dataset, metric, model) of Table 2 with formatting flags."""
     summary = stats.summarize(col.values)
+    capped = not_converged(col)
     rows = []
     for dataset in order_datasets(col.main_models):
         models = col.main_models[dataset]
@@ -119,13 +130,32 @@ def table2_cells(col: Collected, vs_best: pd.DataFrame) -> pd.DataFrame:
                     "welch_p_holm": vb["welch_p_holm"] if is_target else np.nan,
                     "star": bool(is_target and np.isfinite(vb["welch_p_holm"])
                                  and vb["welch_p_holm"] < stats.ALPHA),
+                    "not_converged": len(capped.get((dataset, model), [])),
                 })
     return pd.DataFrame(rows, columns=[
         "dataset", "metric", "model", "n_seeds", "mean_pct", "std_pct", "ci_low_pct", "ci_high_pct", "best",
-        "second", "best_baseline", "improv_pct", "welch_p", "welch_p_holm", "star"])
+        "second", "best_baseline", "improv_pct", "welch_p", "welch_p_holm", "star", "not_converged"])
 
 
-def _table2_grid(cells: pd.DataFrame, kind: str) -> tuple[list, list]:
+def expected_seeds(expected) -> dict:
+    """{(dataset, model): number of seeds the profile's grid expects} (empty without a grid)."""
+    out = {}
+    for dataset, model, _ in expected or []:
+        out[(dataset, model)] = out.get((dataset, model), 0) + 1
+    return out
+
+
+def _partial_marks(r, want: int | None, kind: str) -> str:
+    """' (n=k)' when a cell rests on fewer seeds than the grid has, '†' when a run hit the epoch cap."""
+    out = ""
+    if want and int(r["n_seeds"]) < want:
+        out += f" (n={int(r['n_seeds'])})" if kind == "md" else f" ($n={int(r['n_seeds'])}$)"
+    if r.get("not_converged"):
+        out += "†" if kind == "md" else r"$^{\dagger}$"
+    return out
+
+
+def _table2_grid(cells: pd.DataFrame, kind: str, want: dict | None = None) -> tuple[list, list]:
     models = []
     for m in cells["model"]:
         if m not in models:
@@ -140,7 +170,8 @@ def _table2_grid(cells: pd.DataFrame, kind: str) -> tuple[list, list]:
             for m in models:
                 if m in sel.index:
                     r = sel.loc[m]
-                    row.append(_styled(cell(r["mean_pct"] / 100, r["std_pct"] / 100), r, kind))
+                    row.append(_styled(cell(r["mean_pct"] / 100, r["std_pct"] / 100), r, kind)
+                               + _partial_marks(r, (want or {}).get((dataset, m)), kind))
                 else:
                     row.append("–")
             imp = sel["improv_pct"].dropna() if len(sel) else pd.Series(dtype=float)
@@ -149,20 +180,43 @@ def _table2_grid(cells: pd.DataFrame, kind: str) -> tuple[list, list]:
     return header, rows
 
 
-def _table2_md(cells: pd.DataFrame) -> str:
-    header, rows = _table2_grid(cells, "md")
+def _coverage_md(cells: pd.DataFrame, want: dict) -> str:
+    """What the table rests on, when the grid is not complete: runs present and missing per dataset."""
+    if not want:
+        return ""
+    have = {(d, m): n for d, m, n in cells[["dataset", "model", "n_seeds"]].drop_duplicates().itertuples(index=False)}
+    lines, present = [], set(cells["dataset"])
+    absent = order_datasets({d for d, _ in want} - present)
+    for dataset in order_datasets(present):
+        models = order_models([m for d, m in want if d == dataset and m in PAPER_MODELS], {})
+        partial = [f"{m} {have.get((dataset, m), 0)}/{want[(dataset, m)]}" for m in models
+                   if have.get((dataset, m), 0) < want[(dataset, m)]]
+        if partial:
+            lines.append(f"- {dataset_title(dataset)}: seeds present/expected — {', '.join(partial)}")
+    if absent:
+        lines.append(f"- no runs at all: {', '.join(dataset_title(d) for d in absent)}")
+    if not lines:
+        return ""
+    return ("\n**Partial grid.** A cell marked (n=k) rests on k seeds; a model absent from a dataset's rows has no "
+            "record yet (its cells show –):\n\n" + "\n".join(lines) + "\n")
+
+
+def _table2_md(cells: pd.DataFrame, want: dict | None = None) -> str:
+    header, rows = _table2_grid(cells, "md", want)
     text = "# Table 2: overall performance (%, mean ± std over seeds)\n\n" + md_table(header, rows)
     text += (
         "\nBold: best mean in the row; underlined: second best. \\* on DiffuRec: its difference to "
         "the best baseline of the row is significant (two-sided Welch t-test over seeds, Holm–Bonferroni "
         "over all rows of this table, adjusted p < 0.05); it marks a difference in either direction. "
         "Improv. = 100 × (DiffuRec / best baseline − 1), the best baseline being the baseline with the "
-        "highest mean in the row. " + stats.WELCH_NOTE + " Details: significance_table2.md.\n")
-    return text
+        "highest mean in the row. " + stats.WELCH_NOTE + " Details: significance_table2.md. "
+        "† : at least one run of the cell stopped at the epoch cap while validation was still improving "
+        "(not converged).\n")
+    return text + _coverage_md(cells, want or {})
 
 
-def _table2_tex(cells: pd.DataFrame) -> str:
-    header, rows = _table2_grid(cells, "tex")
+def _table2_tex(cells: pd.DataFrame, want: dict | None = None) -> str:
+    header, rows = _table2_grid(cells, "tex", want)
     rows = [[tex(r[0]), tex(r[1]), *r[2:-1], tex(r[-1])] for r in rows]
     caption = (r"Overall performance (\%, mean $\pm$ std over seeds). Bold: best; underlined: second best; "
                r"$^{*}$: DiffuRec differs significantly from the best baseline (two-sided Welch t-test, "
@@ -176,7 +230,8 @@ def table2(ctx: Context) -> list[Table]:
     if not len(cells):
         ctx.notes.append("Table 2 not written: no ok runs of models without a variant")
         return []
-    out = [Table("Table 2 (overall performance)", "table2", _table2_md(cells), cells, _table2_tex(cells))]
+    want = expected_seeds(ctx.expected)
+    out = [Table("Table 2 (overall performance)", "table2", _table2_md(cells, want), cells, _table2_tex(cells, want))]
     if len(ctx.vs_best):
         out.append(Table("DiffuRec vs best baseline (Table 2 tests)", "significance_table2",
                          sig_md("DiffuRec vs the best baseline of each Table 2 row", ctx.vs_best,

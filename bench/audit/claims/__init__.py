@@ -8,6 +8,7 @@ function, grouped in modules by what the rule compares:
 ``variants``        DiffuRec vs its own variants (best setting; ablation)
 ``groups``          inside user groups (head/long-tail, length groups)
 ``convergence``     epochs to the best checkpoint
+``controls``        DiffuRec vs the controls that isolate the diffusion (README "Controls")
 ``base``            what the rules share: verdict dict, scope, baselines, Holm
 ==================  ==========================================================
 
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.audit.claims import baselines, convergence, groups, variants
+from bench.audit.claims import baselines, controls, convergence, groups, variants
 from bench.audit.claims.base import VERDICTS, result
 from bench.audit.view import ResultsView
 from bench.errors import BenchError
@@ -37,6 +38,7 @@ RULES = {
     "beats_baselines_in_groups": groups.beats_baselines_in_groups,
     "group_order": groups.group_order,
     "converges_faster": convergence.converges_faster,
+    "beats_model": controls.beats_model,
 }
 
 

@@ -47,6 +47,8 @@ def best_setting(view: ResultsView, rule: dict, cfg: dict) -> dict:
     rows, notes = [], []
     for d in datasets:
         by_value = _runs_by_value(view, d, target, param)
+        if "values" in rule:  # only the settings the claim compares (Fig. 5's deltas, not the lambda = 0 control)
+            by_value = {v: m for v, m in by_value.items() if any(same_value(v, w) for w in rule["values"])}
         best_key = next((v for v in by_value if same_value(v, best)), None)
         if best_key is None or len(by_value) < 2:
             notes.append(f"{d}: {target} runs with {param} = {best} and another value needed "
