@@ -18,7 +18,7 @@ from test_report import DIFFUREC_PARAMS, PROFILE, build_store, write_fake_run
 
 
 def build_full_store(root):
-    """The report tests' store plus what the other tables and figures need: a tuning run, a δ variant."""
+    """The report tests' store plus what the other tables and figures need: a tuning run, a δ variant, a control."""
     build_store(root)
     write_fake_run(root, "beauty", "SASRec-tune-dropout=0.2", 0, (32, 20, 20), base_model="SASRec",
                    variant={"name": "SASRec-tune-dropout=0.2", "params": {"dropout": 0.2}}, params={"dropout": 0.2})
@@ -26,6 +26,9 @@ def build_full_store(root):
         write_fake_run(root, "beauty", "DiffuRec-delta1", seed, (40 + seed, 30, 30), base_model="DiffuRec",
                        variant={"name": "DiffuRec-delta1", "params": {"lambda_scale": 1.0}},
                        params={**DIFFUREC_PARAMS, "lambda_scale": 1.0})
+        write_fake_run(root, "beauty", "DiffuRec-nodiff", seed, (45 + seed, 30, 30), base_model="DiffuRec",
+                       variant={"name": "DiffuRec-nodiff", "params": {"lambda_scale": 0.0}},
+                       params={**DIFFUREC_PARAMS, "lambda_scale": 0.0})
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +40,9 @@ def results(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ctx(results):
-    return Context(collect(results, PROFILE), data_dir=results.parent / "no-data",
-                   expected=[("beauty", "SASRec", 0), ("toys", "SASRec", 0)])
+    controls = {"DiffuRec-nodiff": "no diffusion"}
+    return Context(collect(results, PROFILE, controls), data_dir=results.parent / "no-data",
+                   expected=[("beauty", "SASRec", 0), ("toys", "SASRec", 0)], controls=controls)
 
 
 @pytest.mark.parametrize("table_fn", TABLES, ids=lambda f: f.__name__)
