@@ -53,8 +53,16 @@ def code_diff() -> str:
 
 @lru_cache(maxsize=4)
 def environment(device: str = "cpu") -> dict:
-    """Versions, machine, device, precision flags and git revision recorded with every run."""
+    """Versions, machine, device, precision flags and git revision recorded with every run.
+
+    ``cpu_flags`` (vector extensions), ``cpu_capability`` (what torch's kernels dispatch
+    to) and ``blas_torch`` / ``blas_numpy`` name what decides floating-point reduction
+    order beside the thread count (``bench.machine``); records made before they were
+    added lack them.
+    """
     import recbole
+
+    from bench import machine
 
     cpu = ""
     try:
@@ -65,6 +73,8 @@ def environment(device: str = "cpu") -> dict:
     return {
         "python": platform.python_version(), "torch": torch.__version__, "recbole": recbole.__version__,
         "numpy": np.__version__, "platform": platform.platform(), "cpu": cpu,
+        "cpu_flags": machine.cpu_vector_flags(), "cpu_capability": machine.torch_cpu_capability(),
+        "blas_torch": machine.torch_blas(), "blas_numpy": machine.numpy_blas(),
         "threads": torch.get_num_threads(),
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "precision": precision_flags(dev),

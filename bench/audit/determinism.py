@@ -1,7 +1,11 @@
 """Determinism: a few runs re-run twice at a reduced budget into a temporary store, compared rank by rank.
 
 The plan is the profile's ``determinism`` key over ``DETERMINISM_DEFAULTS`` (models,
-dataset — default the smallest available —, seed, max_users, epochs).
+dataset — default the smallest available —, seed, max_users, epochs).  Verdicts use the
+vocabulary of ``bench reproduce`` (``bench.audit.verdict``): both runs are made on this
+machine, so a run is *identical* or *different* (no environment difference can make a
+change *equivalent*); the comparison with a stored record of the same config can be any
+of the three.
 """
 from __future__ import annotations
 
@@ -79,12 +83,15 @@ def _entry_for(profile: dict, dataset: str, model: str, seed: int) -> tuple[Entr
     return Entry(dataset, spec.name, seed, spec.name), False
 
 
-def _rerun_twice(entry: Entry, reduced: dict, results_dir, profile_name: str, data_dir, row: dict) -> None:
+def _rerun_twice(entry: Entry, reduced: dict, results_dir, profile_name: str, data_dir, row: dict,
+                 device: str = "cpu") -> None:
     """Train ``entry`` twice into a temporary store; fill ``row`` with the comparison (and vs the stored run)."""
+    from bench.audit.verdict import compare
     from bench.runner import run_entry
 
     with tempfile.TemporaryDirectory(prefix="bench-determinism-") as tmp:
-        results = [run_entry(entry, reduced, Path(tmp) / attempt, data_dir, force=True) for attempt in ("a", "b")]
+        results = [run_entry(entry, reduced, Path(tmp) / attempt, data_dir, force=True, device=device,
+                             state_dir=Path(tmp) / ".state") for attempt in ("a", "b")]
         if any(s != "ok" for s, _ in results):
             row.update(status="failed", error=error_text(next(r for s, r in results if s != "ok"), unknown="unknown"))
             return
@@ -93,12 +100,15 @@ def _rerun_twice(entry: Entry, reduced: dict, results_dir, profile_name: str, da
             return store.run_dir(Path(tmp) / attempt, reduced["name"], entry.dataset, entry.model, entry.seed)
 
         cmp = compare_ranks(store.read_ranks(folder("a")), store.read_ranks(folder("b")))
-        row.update(status="identical" if cmp["identical"] else "differs", **cmp,
+        row.update(status="identical" if cmp["identical"] else "different", **cmp,
                    config_hash=results[0][1]["config_hash"])
         stored = store.read_record(store.run_dir(results_dir, profile_name, entry.dataset, entry.model, entry.seed))
         if stored and stored.get("status") == "ok" and stored.get("config_hash") == row["config_hash"]:
-            vs = compare_ranks(store.read_ranks(stored["_dir"]), store.read_ranks(folder("a")))
-            row["vs_stored"] = {"identical": vs["identical"], "users_changed_any": vs["users_changed_any"]}
+            vs = compare(store.read_ranks(stored["_dir"]), store.read_ranks(folder("a")), stored.get("env") or {},
+                         results[0][1]["env"])
+            row["vs_stored"] = {"verdict": vs["verdict"], "identical": vs["verdict"] == "identical",
+                                "users_changed_any": vs["moved_any"],
+                                "float_order_differences": vs["float_order_differences"]}
         else:
             row["vs_stored"] = None  # the stored run has another budget
 
@@ -108,15 +118,18 @@ def determinism_plan(profile: dict) -> dict:
     return {**DETERMINISM_DEFAULTS, **(profile.get("determinism") or {})}
 
 
-def determinism(profile: dict, results_dir, data_dir=None) -> dict:
-    """Re-run the determinism set twice at its reduced budget and compare ranks exactly.
+def determinism(profile: dict, results_dir, data_dir=None, device: str = "cpu") -> dict:
+    """Re-run the determinism set twice at its reduced budget on ``device`` and compare ranks exactly.
 
     Each run's row carries ``seconds`` (wall time), a run-time measurement that the
     written audit leaves out.
     """
+    from bench.runner import resolve_device
+
     plan = determinism_plan(profile)
     plan["dataset"] = plan.get("dataset") or _smallest_dataset(profile, data_dir)
-    out = {"plan": plan, "runs": [], "status": "not run", "reason": ""}
+    device = str(resolve_device(device))
+    out = {"plan": plan, "device": device, "runs": [], "status": "not run", "reason": ""}
     if plan["dataset"] is None:
         out["reason"] = "no dataset of the profile is available"
         return out
@@ -135,10 +148,10 @@ def determinism(profile: dict, results_dir, data_dir=None) -> dict:
             continue
         entry = dataclasses.replace(entry, variant=_freeze({**entry.variant_params, "epochs": int(plan["epochs"])}))
         row = {"run": run_id(entry), "in_grid": in_grid}
-        _rerun_twice(entry, reduced, results_dir, profile["name"], data_dir, row)
+        _rerun_twice(entry, reduced, results_dir, profile["name"], data_dir, row, device)
         row["seconds"] = round(time.perf_counter() - t0, 1)
         out["runs"].append(row)
     statuses = {r["status"] for r in out["runs"]}
-    out["status"] = ("identical" if statuses == {"identical"} else "differs" if "differs" in statuses
+    out["status"] = ("identical" if statuses == {"identical"} else "different" if "different" in statuses
                      else "failed" if statuses else "not run")
     return out

@@ -11,7 +11,11 @@ For every ok record of the profile (``check_record``):
   value (else the record is stale and ``bench grid`` would rerun it);
 * its data checksum matches the data file and the dataset card; with the data present,
   its test items, history lengths and head flags match the data.  An absent data file
-  is noted ("data unavailable"), never a failure.
+  is noted ("data unavailable"), never a failure;
+* its code is recoverable: a record made from uncommitted changes names their SHA-256
+  (``env.code_diff_sha256``) and ``code.diff.gz`` beside it decompresses to exactly that
+  text (a missing or edited diff is a failure; a dirty record from before diffs were
+  stored is noted, "code not recoverable").
 
 ``integrity`` adds the missing runs (in the grid, no record), failed runs, failed
 re-runs and records outside the grid.
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -181,6 +186,27 @@ def _check_current(record: dict, own: dict, info: dict, profile: dict, entries: 
                         f"edited; `bench grid` would rerun it): {detail or 'hash differs'}")
 
 
+def check_code_diff(record: dict, problems: list, notes: list) -> None:
+    """``code.diff.gz`` against ``env.code_diff_sha256``: the stored diff is the one the record names."""
+    from bench.audit.recorded_code import DIFF_FILE, diff_sha256, read_code_diff
+
+    env = record.get("env") or {}
+    sha = env.get("code_diff_sha256")
+    try:
+        text = read_code_diff(record["_dir"]) if record.get("_dir") else None
+    except (OSError, EOFError, ValueError, zlib.error) as err:
+        problems.append(f"{DIFF_FILE} unreadable: {type(err).__name__}: {err}")
+        return
+    if sha and text is None:
+        problems.append(f"env.code_diff_sha256 names a diff but {DIFF_FILE} is missing")
+    elif text is not None and not sha:
+        problems.append(f"{DIFF_FILE} present but the record names no env.code_diff_sha256")
+    elif text is not None and diff_sha256(text) != sha:
+        problems.append(f"{DIFF_FILE} does not match env.code_diff_sha256 (diff edited or replaced)")
+    elif env.get("git_dirty") and not sha:
+        notes.append("code not recoverable: made from uncommitted changes that were not stored")
+
+
 def check_record(record: dict, profile: dict, entries: dict, data: DataCache) -> dict:
     """Integrity of one ok record: {run, dir, problems (failures), notes}."""
     problems, notes = [], []
@@ -198,6 +224,7 @@ def check_record(record: dict, profile: dict, entries: dict, data: DataCache) ->
     if record.get("ranks_sha256") and record["ranks_sha256"] != ranks_digest(ranks):
         problems.append("ranks.npz does not match the record's ranks_sha256 (ranks edited or replaced)")
     _check_metrics(record, ranks, problems)
+    check_code_diff(record, problems, notes)
     own = stored_key(record, ranks["users"])
     if store.config_hash(own) != record["config_hash"]:
         problems.append("config_hash does not match the record's own config (params, protocol, budget, data, "

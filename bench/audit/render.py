@@ -73,11 +73,16 @@ def _integrity(integ: dict) -> list[str]:
 
 def _determinism(det: dict) -> list[str]:
     plan = det.get("plan") or {}
+    device = f" on device {det['device']}" if det.get("device") else ""
     lines = ["## 2. Determinism", "",
              f"Plan: models {plan.get('models')}, dataset {plan.get('dataset')}, seed {plan.get('seed')}, "
              f"max_users {plan.get('max_users')}, epochs {plan.get('epochs')} (profile key `determinism`). Each run "
-             "is trained twice into a temporary store and its rank arrays compared exactly. A comparison with the "
-             "stored record is made only when its config hash equals the reduced run's.", ""]
+             f"is trained twice into a temporary store{device} and its rank arrays compared exactly. A comparison "
+             "with the stored record is made only when its config hash equals the reduced run's.", "",
+             "Verdicts as in `bench reproduce`: **identical** = every stored ranking bit-for-bit equal; "
+             "**equivalent** = the rankings differ only as floating-point order on another environment explains "
+             "(possible only against a stored record made elsewhere); **different** = anything else. Both reruns "
+             "are made here, on one environment, so any change between them is *different*.", ""]
     if not det.get("runs"):
         return lines + [f"{det['status']}: {det.get('reason', '')}", ""]
     rows = []
@@ -86,8 +91,17 @@ def _determinism(det: dict) -> list[str]:
         rows.append([r["run"], r["status"], r.get("error") or
                      f"{r.get('users_changed_any')} of {r.get('n_users')} users differ "
                      f"(test {r.get('users_changed_test')}, valid {r.get('users_changed_valid')})",
-                     "–" if not vs else ("identical" if vs["identical"] else f"{vs['users_changed_any']} users differ")])
-    return lines + [md_table(["Run", "Status", "Rerun A vs B", "Vs stored"], rows)]
+                     "–" if not vs else _vs_stored(vs)])
+    return lines + [md_table(["Run", "Verdict", "Rerun A vs B", "Vs stored"], rows)]
+
+
+def _vs_stored(vs: dict) -> str:
+    """The rerun against the stored record: verdict, users moved, environment keys that differ."""
+    verdict = vs.get("verdict") or ("identical" if vs.get("identical") else "different")
+    if verdict == "identical":
+        return verdict
+    env = ", ".join(vs.get("float_order_differences") or []) or "no float-order difference"
+    return f"{verdict}: {vs.get('users_changed_any')} users differ ({env})"
 
 
 def _protocol(prot: dict) -> list[str]:
