@@ -127,25 +127,11 @@ def cmd_check(args) -> int:
     from bench.audit import audit, write_audit
     from bench.audit.render import console_summary
 
-    # build.audit runs the determinism section without a device; it is run here on --device instead
-    result = audit(args.profile, args.results_dir, args.data_dir, run_determinism=False)
-    if not args.skip_determinism:
-        _determinism_on(result, args)
+    result = audit(args.profile, args.results_dir, args.data_dir, run_determinism=not args.skip_determinism,
+                   device=args.device)
     md, _ = write_audit(result, args.reports_dir)
     print(console_summary(result, md))
     return 0 if result["integrity"]["passed"] else 1
-
-
-def _determinism_on(result: dict, args) -> None:
-    """Fill ``result['determinism']`` by re-running the determinism set on ``args.device``."""
-    from bench.audit.build import _scrub, _shown_paths
-    from bench.audit.determinism import determinism
-    from bench.profiles import load_profile
-
-    t0 = time.perf_counter()
-    det = determinism(load_profile(args.profile), args.results_dir, args.data_dir, device=args.device)
-    result["determinism"] = _scrub(det, _shown_paths(args.results_dir, args.data_dir))
-    result["seconds"] = round(result.get("seconds", 0.0) + time.perf_counter() - t0, 1)
 
 
 def cmd_reproduce(args) -> int:

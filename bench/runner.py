@@ -47,19 +47,29 @@ NOT_CODE = (":(exclude)results", ":(exclude)reports", ":(exclude)README.md")
 
 
 def code_diff() -> str:
-    """Uncommitted changes to tracked files that may change a run ('' when the code is committed)."""
-    return _git("diff", "HEAD", "--binary", "--", ".", *NOT_CODE)
+    """Uncommitted changes that may change a run ('' when the code is committed): the diff of
+    tracked files against HEAD, plus every untracked, not ignored file as a new file, so
+    that applying it to the revision rebuilds the code that ran."""
+    diff = _git("diff", "HEAD", "--binary", "--", ".", *NOT_CODE)
+    for path in _git("ls-files", "--others", "--exclude-standard", "--", ".", *NOT_CODE).splitlines():
+        diff += _git("diff", "--no-index", "--binary", "--", "/dev/null", path)
+    return diff
 
 
-@lru_cache(maxsize=4)
 def environment(device: str = "cpu") -> dict:
     """Versions, machine, device, precision flags and git revision recorded with every run.
 
     ``cpu_flags`` (vector extensions), ``cpu_capability`` (what torch's kernels dispatch
     to) and ``blas_torch`` / ``blas_numpy`` name what decides floating-point reduction
     order beside the thread count (``bench.machine``); records made before they were
-    added lack them.
+    added lack them.  The thread count is read at each call (``bench reproduce`` sets it);
+    the rest once per process and device.
     """
+    return {**_static_environment(str(device)), "threads": torch.get_num_threads()}
+
+
+@lru_cache(maxsize=4)
+def _static_environment(device: str) -> dict:
     import recbole
 
     from bench import machine
@@ -75,7 +85,6 @@ def environment(device: str = "cpu") -> dict:
         "numpy": np.__version__, "platform": platform.platform(), "cpu": cpu,
         "cpu_flags": machine.cpu_vector_flags(), "cpu_capability": machine.torch_cpu_capability(),
         "blas_torch": machine.torch_blas(), "blas_numpy": machine.numpy_blas(),
-        "threads": torch.get_num_threads(),
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "precision": precision_flags(dev),
         "git_revision": _git("rev-parse", "HEAD").strip() or "unknown",

@@ -18,8 +18,11 @@
 how sections 3-4 read the records, ``keys`` what identifies a run.
 
 ``bench reproduce <record-dir>`` (``reproduce``) re-runs one record into a temporary
-store and reports the difference per metric and the number of users whose rank
-changed (exit 0 iff every rank is identical).
+store, shows both environments side by side (``bench.machine``), measures how far every
+stored ranking moved and judges it ``identical`` / ``equivalent`` / ``different`` by the
+rule in ``verdict`` (exit 0 / 3 / 1); ``--all`` (``reproduce_all``) does so for a whole
+profile into ``reports/<P>/reproduce.md``; ``--with-recorded-code`` (``recorded_code``)
+reruns in a temporary worktree of the record's revision plus its stored diff.
 """
 from bench.audit.build import audit
 from bench.audit.claims import RULES, VERDICTS, evaluate_claims, load_claims

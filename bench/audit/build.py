@@ -35,12 +35,13 @@ def _scrub(obj, folders: dict):
 
 
 def audit(profile_name: str, results_dir, data_dir=None, run_determinism: bool = True,
-          claims_file=CLAIMS_FILE) -> dict:
+          claims_file=CLAIMS_FILE, device="cpu") -> dict:
     """Everything of ``bench check`` as one JSON-able dict.
 
     Keys: profile, results_dir, data_dir (as reports show them), newest_record (the latest
     record's ``created``), integrity, determinism, protocol_sensitivity, claims,
-    environment, seconds (wall time; not written to the audit files).
+    environment, seconds (wall time; not written to the audit files).  ``device``: where
+    the determinism set is re-run.
     """
     t0 = time.perf_counter()
     profile = load_profile(profile_name)
@@ -49,7 +50,7 @@ def audit(profile_name: str, results_dir, data_dir=None, run_determinism: bool =
               "data_dir": folders[os.path.abspath(resolve_data_dir(data_dir))]}
     result["integrity"] = integrity(profile, results_dir, DataCache(data_dir))
     if run_determinism:
-        result["determinism"] = determinism(profile, results_dir, data_dir)
+        result["determinism"] = determinism(profile, results_dir, data_dir, device=device)
     else:
         result["determinism"] = {"status": "skipped", "reason": "--skip-determinism", "runs": [],
                                  "plan": determinism_plan(profile)}

@@ -120,7 +120,6 @@ def _rerun_here(entry, profile: dict, tmp: Path, data_dir, device: str, threads)
     # CPU reductions split work by thread: bit-identical ranks need the record's thread count
     if threads:
         torch.set_num_threads(int(threads))
-    runner.environment.cache_clear()  # it caches the thread count of its first call
     # a private state folder: force=True must not clear a real run's saved state of the same config
     status, rerun = runner.run_entry(entry, profile, tmp, data_dir, force=True, device=device,
                                      state_dir=tmp / ".state")
