@@ -148,3 +148,28 @@ def test_stopping_users_are_fixed_and_seed_free():
     a, b = runner.stopping_users(1000, 100), runner.stopping_users(1000, 100)
     assert np.array_equal(a, b) and len(a) == 100 and np.all(np.diff(a) > 0)
     assert runner.stopping_users(1000, None) is None and runner.stopping_users(50, 100) is None
+
+
+def test_code_diff_rebuilds_tracked_and_untracked_changes(tmp_path, monkeypatch):
+    """The diff a dirty run stores, applied to its revision, gives back the code that ran."""
+    import subprocess
+
+    def git(*args, cwd=tmp_path / "repo"):
+        return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git("init", "-q")
+    (repo / "a.py").write_text("x = 1\n")
+    git("add", "a.py")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "a")
+    (repo / "a.py").write_text("x = 2\n")
+    (repo / "new.py").write_text("y = 3\n")
+    monkeypatch.setattr(runner, "REPO_ROOT", repo)
+    diff = runner.code_diff()
+    assert "x = 2" in diff and "y = 3" in diff
+    git("clone", "-q", str(repo), str(tmp_path / "clean"), cwd=tmp_path)
+    (tmp_path / "d.patch").write_text(diff)
+    git("apply", str(tmp_path / "d.patch"), cwd=tmp_path / "clean")
+    assert (tmp_path / "clean" / "a.py").read_text() == "x = 2\n"
+    assert (tmp_path / "clean" / "new.py").read_text() == "y = 3\n"

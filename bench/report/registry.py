@@ -8,7 +8,7 @@ returns a list of :class:`~bench.report.context.Drawn` and
 """
 from __future__ import annotations
 
-from bench.report import controls, gap, significance, summaries, tables, tuning
+from bench.report import controls, diagnosis, gap, significance, summaries, tables, tuning
 from bench.report.figures import breakdown, efficiency, loss, reverse_steps, settings
 
 TABLES = (
@@ -19,6 +19,7 @@ TABLES = (
     tuning.tuning,              # tuning (profiles with `tuning:`)
     summaries.all_runs,         # summary_all_runs
     gap.gap_to_paper,           # gap_to_paper
+    diagnosis.diagnosis,        # diagnosis (models outside 0.8-1.25x the paper; notes in bench/diagnosis.yaml)
     significance.all_pairs,     # significance_pairs_<dataset>
     summaries.breakdowns,       # breakdown_head_tail, breakdown_length
 )

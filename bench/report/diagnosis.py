@@ -1,0 +1,80 @@
+"""Diagnosis: every Table 2 model whose HR@10 or NDCG@10 lies outside [0.8, 1.25] x the paper's.
+
+For each such (dataset, model) the section gives the measured evidence from the records:
+ours against the paper with the ratio, the run's convergence (validation NDCG@10 along
+the curve, best epoch, why it stopped), and its settings; then the written diagnosis of
+``bench/diagnosis.yaml`` (the suspected cause, the run that removes it, what it showed),
+or "not yet diagnosed".  Only the explanation is hand-written; every number is read from
+``results/`` when the report is rendered.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.fmt import dataset_title, md_table
+from bench.report.context import Context, Table
+from bench.report.gap import gap_frame
+from bench.zoo import load_yaml
+
+NOTES_FILE = Path(__file__).resolve().parent.parent / "diagnosis.yaml"
+BAND = (0.8, 1.25)
+JUDGED = ("HR@10", "NDCG@10")
+SETTINGS = ("hidden_size", "embedding_size", "n_layers", "train_batch_size", "learning_rate", "loss_type",
+            "hidden_dropout_prob", "MAX_ITEM_LIST_LENGTH", "epochs", "eval_step", "stopping_step")
+
+
+def out_of_band(gap: pd.DataFrame) -> pd.DataFrame:
+    """Table 2 cells (HR@10, NDCG@10) with a run whose ratio ours/paper lies outside ``BAND``."""
+    t2 = gap[(gap["table"] == "2") & gap["metric"].isin(JUDGED) & (gap["n_seeds"] > 0)]
+    return t2[(t2["ratio"] < BAND[0]) | (t2["ratio"] > BAND[1])]
+
+
+def _curve_line(record: dict, points: int = 8) -> str:
+    """Validation NDCG@10 (%) at up to ``points`` evenly spread validated epochs."""
+    vals = [(e["epoch"], e["valid"]["NDCG@10"]) for e in record.get("curve", []) if e.get("valid")]
+    if not vals:
+        return "no validation recorded"
+    idx = sorted(set(np.linspace(0, len(vals) - 1, min(points, len(vals))).round().astype(int)))
+    return ", ".join(f"ep {vals[i][0] + 1}: {100 * vals[i][1]:.2f}" for i in idx)
+
+
+def _section(dataset: str, model: str, cells: pd.DataFrame, records: list, notes: dict) -> list[str]:
+    lines = [f"## {model} on {dataset_title(dataset)}", ""]
+    rows = [[r["metric"], f"{r['paper_pct']:.2f}", f"{r['ours_pct']:.2f}", f"{r['ratio']:.2f}", str(r["n_seeds"])]
+            for _, r in cells.iterrows()]
+    lines += [md_table(["Metric", "Paper (%)", "Ours (%)", "Ratio", "Seeds"], rows), ""]
+    for r in sorted(records, key=lambda r: r["seed"]):
+        ck = r.get("checkpoint") or {}
+        stop = ck.get("stopped_by") or "?"
+        lines.append(f"- seed {r['seed']}: best epoch {ck.get('best_epoch', 0) + 1} of {r['timing']['epochs_run']} "
+                     f"(stopped by {stop}{'; NOT converged' if ck.get('converged') is False else ''}); "
+                     f"validation NDCG@10 — {_curve_line(r)}")
+    params = records[0].get("params") or {} if records else {}
+    shown = ", ".join(f"{k} {params[k]}" for k in SETTINGS if k in params)
+    lines += ["", f"Settings: {shown}.", ""]
+    note = (notes.get(model) or {}).get(dataset) or (notes.get(model) or {}).get("all")
+    lines += [note.strip() if note else "*Not yet diagnosed.*", ""]
+    return lines
+
+
+def diagnosis(ctx: Context) -> list[Table]:
+    """``diagnosis.md``: the models outside the band, with their evidence and written diagnosis."""
+    gap = gap_frame(ctx.col)
+    bad = out_of_band(gap)
+    if not len(gap[(gap["table"] == "2") & (gap["n_seeds"] > 0)]):
+        return []
+    notes = load_yaml(NOTES_FILE) if NOTES_FILE.exists() else {}
+    lines = ["# Diagnosis: models far from the paper", "",
+             f"Every Table 2 model whose test HR@10 or NDCG@10 lies below {BAND[0]}x or above {BAND[1]}x the "
+             "paper's value, with the evidence the records hold (convergence, settings) and the written diagnosis "
+             "(`bench/diagnosis.yaml`). Curves: validation NDCG@10 (%) on the early-stopping users.", ""]
+    if not len(bad):
+        lines.append("Every model with a run lies inside the band.")
+    for (dataset, model), cells in bad.groupby(["dataset", "model"], sort=False):
+        records = [r for r in ctx.col.ok_records if r["dataset"] == dataset and r["model"] == model]
+        lines += _section(dataset, model, cells, records, notes)
+    return [Table("Diagnosis (models outside 0.8-1.25x the paper)", "diagnosis", "\n".join(lines) + "\n",
+                  bad.reset_index(drop=True))]
