@@ -91,7 +91,7 @@ def cost_rows(profile: dict, results_dir, timings: dict, datasets: list[str], n_
                 epoch_s = float(np.mean([r["timing"]["s_per_epoch"] for r in rs]))
                 epochs = float(np.mean([r["timing"]["epochs_run"] for r in rs]))
                 best = [int(r["checkpoint"]["best_epoch"]) + 1 for r in rs]
-                converged = all(r["checkpoint"].get("converged", True) for r in rs)
+                converged = all(store.converged(r) for r in rs)
             else:
                 epoch_s, epochs, best, converged = (t or {}).get("epoch_s"), fallback, None, None
             valid_s = (t or {}).get("valid_s")

@@ -53,6 +53,16 @@ def per_user_metric(ranks: np.ndarray, name: str) -> np.ndarray:
     return hit.astype(np.float64) if kind == "HR" else hit / np.log2(ranks + 2.0)
 
 
+def converged(record: dict) -> bool:
+    """Did the run stop by early stopping (not at the epoch cap)?  Records made before
+    ``checkpoint.converged`` existed: it stopped before its epoch cap."""
+    flag = (record.get("checkpoint") or {}).get("converged")
+    if flag is not None:
+        return bool(flag)
+    epochs = (record.get("params") or {}).get("epochs")
+    return not epochs or int((record.get("timing") or {}).get("epochs_run", 0)) < int(epochs)
+
+
 def config_hash(payload: dict) -> str:
     """SHA-256 of the canonical JSON of what determines a run's result."""
     text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import stats
+from bench import stats, store
 from bench.fmt import dataset_title, error_text, md_table, order_datasets
 from bench.report.collect import Collected
 from bench.report.context import Drawn
@@ -122,7 +122,7 @@ def _runs_section(col: Collected, missing_runs: list | None) -> list[str]:
         lines.append(md_table(["Dataset", "Model", "Seed", "Error"], failed_rows))
     else:
         lines += ["Failed: none.", ""]
-    capped = [r for r in col.ok_records if (r.get("checkpoint") or {}).get("converged") is False]
+    capped = [r for r in col.ok_records if not store.converged(r)]
     if capped:
         lines += [f"Not converged (stopped at the epoch cap, marked † in Table 2) — {len(capped)}:", ""]
         lines.append(md_table(["Dataset", "Model", "Seed", "Epochs", "Best epoch"],

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from bench import stats
+from bench import stats, store
 from bench.fmt import cell, dataset_title, md_table, order_datasets, scrub_paths, tex, tex_table
 from bench.report.collect import ABLATIONS, METRICS, PAPER_MODELS, TARGET, Collected, order_models
 from bench.report.context import Context, Table
@@ -92,11 +92,11 @@ def _styled(text: str, row, kind: str) -> str:
 
 # =========================================================================== Table 2
 def not_converged(col: Collected) -> dict:
-    """{(dataset, model): seeds whose run stopped at the epoch cap} (record ``checkpoint.converged``
-    false: validation was still improving or had not yet run out of patience)."""
+    """{(dataset, model): seeds whose run stopped at the epoch cap} (``store.converged``: validation
+    was still improving, or had not yet run out of patience, when the epochs ran out)."""
     out = {}
     for r in col.ok_records:
-        if (r.get("checkpoint") or {}).get("converged") is False:
+        if not store.converged(r):
             out.setdefault((r["dataset"], r["model"]), []).append(int(r["seed"]))
     return out
 
@@ -210,8 +210,8 @@ def _table2_md(cells: pd.DataFrame, want: dict | None = None) -> str:
         "over all rows of this table, adjusted p < 0.05); it marks a difference in either direction. "
         "Improv. = 100 × (DiffuRec / best baseline − 1), the best baseline being the baseline with the "
         "highest mean in the row. " + stats.WELCH_NOTE + " Details: significance_table2.md. "
-        "† : at least one run of the cell stopped at the epoch cap while validation was still improving "
-        "(not converged).\n")
+        "†: at least one run of the cell stopped at the epoch cap, not by early stopping (not shown to "
+        "have converged).\n")
     return text + _coverage_md(cells, want or {})
 
 
