@@ -67,13 +67,21 @@ def test_interrupted_run_resumes_bit_identical(tmp_path, cache_dir, model):
     assert not list((tmp_path / "sb").glob("*/state.pt")), "the state is deleted once the record is written"
 
 
-@needs_data
-def test_damaged_or_foreign_state_is_never_loaded(tmp_path, cache_dir):
+def complete_and_interrupted(tmp_path):
+    """A 3-epoch SASRec run finished into a/ and the same run interrupted after 2 epochs into b/.
+
+    Returns (profile, the interrupted run's state folder)."""
     profile = tiny_profile(tmp_path, train={**TINY["train"], "epochs": 3})
     run(profile, "SASRec", tmp_path / "a", tmp_path / "sa")
     with pytest.raises(engine.Interrupted):
         run(profile, "SASRec", tmp_path / "b", tmp_path / "sb", stop_after=2)
     (folder,) = (tmp_path / "sb").iterdir()
+    return profile, folder
+
+
+@needs_data
+def test_damaged_or_foreign_state_is_never_loaded(tmp_path, cache_dir):
+    profile, folder = complete_and_interrupted(tmp_path)
     for path in folder.glob("state*.pt"):  # killed mid-write / disk full: both copies truncated
         data = path.read_bytes()
         path.write_bytes(data[: len(data) // 2])
@@ -94,11 +102,7 @@ def test_damaged_or_foreign_state_is_never_loaded(tmp_path, cache_dir):
 
 @needs_data
 def test_damaged_latest_state_falls_back_to_previous(tmp_path, cache_dir):
-    profile = tiny_profile(tmp_path, train={**TINY["train"], "epochs": 3})
-    run(profile, "SASRec", tmp_path / "a", tmp_path / "sa")
-    with pytest.raises(engine.Interrupted):
-        run(profile, "SASRec", tmp_path / "b", tmp_path / "sb", stop_after=2)
-    (folder,) = (tmp_path / "sb").iterdir()
+    profile, folder = complete_and_interrupted(tmp_path)
     raw = bytearray((folder / "state.pt").read_bytes())
     raw[-100] ^= 0xFF  # one flipped bit in the tensors: the digest catches it
     (folder / "state.pt").write_bytes(bytes(raw))
