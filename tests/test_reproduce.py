@@ -267,20 +267,27 @@ def _store_of_three(root):
         store.write_run(store.run_dir(root, "quick", "beauty", "SASRec", seed), record, ranks)
 
 
+def _fake_rerun(calls, outcome):
+    """A stand-in for reproduce(): records the seed, then compares the stored ranks with
+    ``outcome(record, ranks) -> (rerun ranks, rerun environment)`` (which may raise)."""
+    def rerun(record_dir, results_dir, data_dir, profile, device="record"):
+        rec = store.read_record(record_dir)
+        calls.append(rec["seed"])
+        before = store.read_ranks(record_dir)
+        after, env = outcome(rec, before)
+        cmp = V.compare(before, after, EPYC, env)
+        return {"run": f"beauty/SASRec/seed-{rec['seed']}", "status": "ok", "seconds": 1.0, "differences": [],
+                "record_id": RA.record_identity(rec), **cmp, "metrics_reported": R.reported_rows(cmp, {})}
+    return rerun
+
+
 def test_reproduce_all_writes_the_report_and_resumes(tmp_path):
     results, reports = tmp_path / "results", tmp_path / "reports"
     _store_of_three(results)
     calls = []
 
-    def rerun(record_dir, results_dir, data_dir, profile, device="record"):
-        rec = store.read_record(record_dir)
-        calls.append(rec["seed"])
-        before = store.read_ranks(record_dir)
-        after = before if rec["seed"] == 0 else nudge(before, "test", 4)
-        cmp = V.compare(before, after, EPYC, XEON if rec["seed"] == 1 else EPYC)
-        return {"run": f"beauty/SASRec/seed-{rec['seed']}", "status": "ok", "seconds": 1.0, "differences": [],
-                "record_id": RA.record_identity(rec), **cmp,
-                "metrics_reported": R.reported_rows(cmp, {})}
+    rerun = _fake_rerun(calls, lambda rec, r: (r if rec["seed"] == 0 else nudge(r, "test", 4),
+                                               XEON if rec["seed"] == 1 else EPYC))
 
     out = RA.reproduce_all("quick", results, reports, rerun=rerun, progress=False)
     assert calls == [0, 1, 2] and out["verdict"] == "different"
@@ -399,15 +406,12 @@ def test_reproduce_all_retries_failed_reruns(tmp_path):
     _store_of_three(results)
     calls = []
 
-    def rerun(record_dir, results_dir, data_dir, profile, device="record"):
-        rec = store.read_record(record_dir)
-        calls.append(rec["seed"])
+    def outcome(rec, ranks):
         if rec["seed"] == 2:
             raise BenchError("data unavailable")
-        r = store.read_ranks(record_dir)
-        cmp = V.compare(r, r, EPYC, EPYC)
-        return {"run": f"beauty/SASRec/seed-{rec['seed']}", "status": "ok", "seconds": 1.0, "differences": [],
-                "record_id": RA.record_identity(rec), **cmp, "metrics_reported": R.reported_rows(cmp, {})}
+        return ranks, EPYC
+
+    rerun = _fake_rerun(calls, outcome)
 
     out = RA.reproduce_all("quick", results, reports, seeds=[1, 2], rerun=rerun, progress=False)
     assert [r["verdict"] for r in out["rows"]] == ["identical", "different"] and out["verdict"] == "different"
