@@ -180,7 +180,7 @@ class _Progress:
     bad_validations: int = 0
 
 
-def _optimizers(model, params) -> tuple[list, list]:
+def make_optimizers(model, params) -> tuple[list, list]:
     """The model's own optimizers (``configure_optimizers``, models/CONTRACT.md) or one Adam;
     a StepLR on each when the params ask for one."""
     if hasattr(model, "configure_optimizers"):
@@ -263,7 +263,7 @@ def fit(model, params: dict, train: Instances, valid: Instances, test: Instances
     width = params["MAX_ITEM_LIST_LENGTH"] if getattr(model, "fixed_length_input", False) else None
     batch_size, eval_bs = int(params["train_batch_size"]), int(params["eval_batch_size"])
     epochs, patience = int(params["epochs"]), int(params["stopping_step"])
-    opts, scheds = _optimizers(model, params)
+    opts, scheds = make_optimizers(model, params)
     p = _Progress(FitResult(checkpoint_rule="NDCG@10" if protocol == "clean" else "per-metric"))
     saved = state.load() if state is not None else None
     if saved is not None:
@@ -285,7 +285,7 @@ def fit(model, params: dict, train: Instances, valid: Instances, test: Instances
             if p.best_state is not None:
                 model.load_state_dict(p.best_state)
             _new_stage(p)
-            opts, scheds = _optimizers(model, params)
+            opts, scheds = make_optimizers(model, params)
             entry["stage"] = result.stage
         t0 = time.perf_counter()
         batches = epoch_batches(train.lengths, batch_size, rng, params.get("length_bucketing", True))
@@ -328,7 +328,7 @@ def fit(model, params: dict, train: Instances, valid: Instances, test: Instances
                 if progress is not None:
                     progress(entry)
                 break
-            opts, scheds = _optimizers(model, params)
+            opts, scheds = make_optimizers(model, params)
             entry["stage_after"] = result.stage
         _save(state, model, opts, scheds, p, rng, device)
         if progress is not None:

@@ -52,7 +52,7 @@ def time_suite(spec, params, seqs, seed=0, epochs=1, max_batches=None, device="c
     seed_everything(seed)
     model, _ = build_model(spec, params, seqs.n_items, seqs.n_users + 1, device)
     width = max_len if getattr(model, "fixed_length_input", False) else None
-    opts, _ = engine._optimizers(model, params)
+    opts, _ = engine.make_optimizers(model, params)
     rng = np.random.default_rng(seed)
     epoch_s, losses = [], []
     for epoch in range(epochs):
