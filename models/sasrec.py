@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from recbole.model.sequential_recommender.sasrec import SASRec as _RecBoleSASRec
 
+from models.negatives import uniform_negatives
+
 
 class SASRec(_RecBoleSASRec):
     """RecBole's SASRec (predict, full_sort_predict inherited), plus the paper's BCE loss."""
@@ -39,7 +41,7 @@ class SASRec(_RecBoleSASRec):
             return super().calculate_loss(interaction)
         out = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])  # (B, H)
         pos = interaction[self.POS_ITEM_ID]
-        neg = torch.randint(1, self.n_items, pos.shape, device=pos.device)
+        neg = uniform_negatives(pos, self.n_items)
         pos_logit = (out * self.item_embedding(pos)).sum(-1)
         neg_logit = (out * self.item_embedding(neg)).sum(-1)
         return (F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit))
