@@ -51,8 +51,10 @@ Adaptations to this harness:
   original holds out whole users, predicts the later 20 % of their sequences from the
   first 80 %, and trains on one random cut point (history >= 4 items) per sampled user;
 - loss: full softmax over all items (CE) instead of the authors' TF sampled softmax
-  (10 * batch_size sampled negatives, zero untrainable output bias); only ``loss_type: CE``
-  is supported;
+  (10 * batch_size sampled negatives, zero untrainable output bias); ``loss_type: SSM``
+  trains with a sampled softmax over 10 * batch_size uniform negatives (``models/negatives.py``;
+  uniform proposals in place of TF's log-uniform sampler), for the diagnosis run that
+  measures what the loss does (``reports/full/diagnosis.md``);
 - ranking: full ranking of every item with f(u, i) = max_k e_i^T v_u^(k), instead of
   per-interest top-N retrieval (Faiss) plus the greedy controllable aggregation (lambda = 0
   is the accuracy-only setting);
@@ -75,6 +77,8 @@ from torch import nn
 
 from recbole.model.abstract_recommender import SequentialRecommender
 
+from models.negatives import sampled_softmax_loss
+
 _NEG = -1.0e9  # attention logit for padding: exp() underflows to exactly 0
 
 
@@ -89,8 +93,9 @@ class ComiRec(SequentialRecommender):
         self.loss_type = config["loss_type"]
         if self.extractor not in ("sa", "dr"):
             raise ValueError(f"ComiRec: extractor must be 'sa' or 'dr', got {self.extractor!r}")
-        if self.loss_type != "CE":
-            raise NotImplementedError("ComiRec: only loss_type: CE (full softmax) is implemented")
+        if self.loss_type not in ("CE", "SSM"):
+            raise ValueError(f"ComiRec: loss_type must be CE (full softmax) or SSM (sampled softmax), "
+                             f"got {self.loss_type!r}")
         d, k = self.hidden_size, self.num_interest
 
         self.item_embedding = nn.Embedding(self.n_items, d, padding_idx=0)
@@ -172,8 +177,10 @@ class ComiRec(SequentialRecommender):
         align = torch.einsum("bkd,bd->bk", interests, target_emb)
         best = align.argmax(dim=-1)
         user = interests[torch.arange(interests.size(0), device=best.device), best]  # (B, d)
-        logits = user @ self.item_embedding.weight.t()
-        return F.cross_entropy(logits, target)
+        table = self.item_embedding.weight
+        if self.loss_type == "SSM":  # the authors' objective: 10 x batch sampled negatives
+            return sampled_softmax_loss(user, table, target, n_neg=10 * target.size(0))
+        return F.cross_entropy(user @ table.t(), target)
 
     def predict(self, interaction):
         interests = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])

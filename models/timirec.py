@@ -69,7 +69,10 @@ Adaptations to this harness:
   reference also trains on every prefix, with a 20-item history; here the harness's
   ``MAX_ITEM_LIST_LENGTH`` window);
 - recommendation loss: full softmax over all items (CE) instead of the reference's
-  BPR-style loss against sampled negatives; only ``loss_type: CE`` is supported;
+  BPR-style loss against sampled negatives (``BaseModel.loss``; with ReChorus's default
+  ``--num_neg 1`` it is BPR against one uniform negative); ``loss_type: BPR`` trains with that
+  (``models/negatives.py``), for the diagnosis run that measures what the loss does
+  (``reports/full/diagnosis.md``);
 - evaluation: full ranking over all items (stage 1: max_k m_k^T e_i, stage 2: u^T e_i);
 - one run holds both stages (the reference runs two processes and hands the extractor over
   through a file); the stage hooks above give each stage its own early stopping, so the
@@ -93,6 +96,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole.model.abstract_recommender import SequentialRecommender
+
+from models.negatives import bpr_loss
 
 _NEG = -1.0e9  # attention logit for padding: exp() underflows to exactly 0
 
@@ -130,8 +135,9 @@ class TiMiRec(SequentialRecommender):
         self.pretrain_epochs = int(config["pretrain_epochs"])
         self.pretrain_steps = int(config["pretrain_steps"])
         self.loss_type = config["loss_type"]
-        if self.loss_type != "CE":
-            raise NotImplementedError("TiMiRec: only loss_type: CE (full softmax) is implemented")
+        if self.loss_type not in ("CE", "BPR"):
+            raise ValueError(f"TiMiRec: loss_type must be CE (full softmax) or BPR (one sampled negative), "
+                             f"got {self.loss_type!r}")
         n_layers = int(config["n_layers"])
         if n_layers < 1:
             raise ValueError("TiMiRec: n_layers must be >= 1")
@@ -254,6 +260,12 @@ class TiMiRec(SequentialRecommender):
         return user, interests, logits
 
     # ----------------------------------------------------------------- harness API
+    def _rec_loss(self, user, table, target):
+        """(B, d) user vectors -> the recommendation loss: full softmax, or the reference's BPR."""
+        if self.loss_type == "BPR":  # ReChorus's pairwise loss at its default of one negative
+            return bpr_loss(user, table, target)
+        return F.cross_entropy(user @ table.t(), target)
+
     def calculate_loss(self, interaction):
         self._count_training_call()
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
@@ -264,9 +276,9 @@ class TiMiRec(SequentialRecommender):
             interests = self.extract_interests(item_seq, item_seq_len)
             best = torch.einsum("bkd,bd->bk", interests, target_emb).argmax(dim=-1)
             user = interests[torch.arange(interests.size(0), device=best.device), best]
-            return F.cross_entropy(user @ table.t(), target)
+            return self._rec_loss(user, table, target)
         user, interests, logits = self.forward(item_seq, item_seq_len)
-        rec_loss = F.cross_entropy(user @ table.t(), target)
+        rec_loss = self._rec_loss(user, table, target)
         tau = self.temperature
         with torch.no_grad():
             target_sim = F.cosine_similarity(interests, target_emb.unsqueeze(1), dim=-1)
