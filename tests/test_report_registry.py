@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 import datasets.prepare
+from bench import store
 from bench.fmt import REPO_ROOT
 from bench.report import render
 from bench.report.collect import collect
@@ -96,3 +97,24 @@ def test_table1_names_the_default_data_folder_relative_to_the_repository(ctx, mo
     monkeypatch.delenv("BENCH_DATA_DIR", raising=False)
     status = table1(Context(ctx.col, data_dir=None))[0].csv["status"].iloc[0]
     assert "../no-such-data-folder/" in status and os.fspath(missing) not in status, status
+
+
+
+def test_diagnosis_tables_the_named_runs_beside_the_base_run(tmp_path, monkeypatch):
+    from bench.report import diagnosis
+    from test_report import write_fake_run
+
+    root = tmp_path / "results"
+    build_full_store(root)  # GRU4Rec on Beauty lies far above the paper there
+    write_fake_run(root, "beauty", "GRU4Rec-bpr", 0, (12, 8, 8), base_model="GRU4Rec",
+                   variant={"name": "GRU4Rec-bpr", "params": {"loss_type": "BPR"}}, params={"loss_type": "BPR"})
+    notes = tmp_path / "diagnosis.yaml"
+    notes.write_text("GRU4Rec:\n  runs: [GRU4Rec-bpr, GRU4Rec-never-run]\n  all: the loss.\n")
+    monkeypatch.setattr(diagnosis, "NOTES_FILE", notes)
+    [table] = diagnosis.diagnosis(Context(collect(root, PROFILE), data_dir=tmp_path / "no-data"))
+    section = table.md.split("## GRU4Rec on Beauty")[1].split("\n## ")[0]
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in section.splitlines() if line.startswith("| GRU4Rec")}
+    assert set(rows) == {"GRU4Rec (base)", "GRU4Rec-bpr"}
+    run = store.read_record(store.run_dir(root, PROFILE, "beauty", "GRU4Rec-bpr", 0))
+    assert f"| 1 | {100 * run['metrics']['test']['HR@10']:.2f} |" in rows["GRU4Rec-bpr"]
+    assert "Not run yet: `GRU4Rec-never-run`." in section and "the loss." in section

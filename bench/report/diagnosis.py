@@ -4,8 +4,10 @@ For each such (dataset, model) the section gives the measured evidence from the 
 ours against the paper with the ratio, the run's convergence (validation NDCG@10 along
 the curve, best epoch, why it stopped), and its settings; then the written diagnosis of
 ``bench/diagnosis.yaml`` (the suspected cause, the run that removes it, what it showed),
-or "not yet diagnosed".  Only the explanation is hand-written; every number is read from
-``results/`` when the report is rendered.
+or "not yet diagnosed".  The runs a note names under ``runs:`` (profile variants of the
+model with the suspected cause removed) are tabled beside the base run, or listed as not
+run yet.  Only the explanation is hand-written; every number is read from ``results/``
+when the report is rendered.
 """
 from __future__ import annotations
 
@@ -41,7 +43,8 @@ def _curve_line(record: dict, points: int = 8) -> str:
     return ", ".join(f"ep {vals[i][0] + 1}: {100 * vals[i][1]:.2f}" for i in idx)
 
 
-def _section(dataset: str, model: str, cells: pd.DataFrame, records: list, notes: dict) -> list[str]:
+def _section(dataset: str, model: str, cells: pd.DataFrame, records: list, notes: dict,
+             all_records: list) -> list[str]:
     lines = [f"## {model} on {dataset_title(dataset)}", ""]
     rows = [[r["metric"], f"{r['paper_pct']:.2f}", f"{r['ours_pct']:.2f}", f"{r['ratio']:.2f}", str(r["n_seeds"])]
             for _, r in cells.iterrows()]
@@ -55,8 +58,41 @@ def _section(dataset: str, model: str, cells: pd.DataFrame, records: list, notes
     params = records[0].get("params") or {} if records else {}
     shown = ", ".join(f"{k} {params[k]}" for k in SETTINGS if k in params)
     lines += ["", f"Settings: {shown}.", ""]
-    note = (notes.get(model) or {}).get(dataset) or (notes.get(model) or {}).get("all")
+    entry = notes.get(model) or {}
+    lines += _test_runs(dataset, model, entry.get("runs") or [], cells, all_records)
+    note = entry.get(dataset) or entry.get("all")
     lines += [note.strip() if note else "*Not yet diagnosed.*", ""]
+    return lines
+
+
+def _mean_test(records: list, metric: str) -> float:
+    return 100 * float(np.mean([r["metrics"]["test"][metric] for r in records]))
+
+
+def _test_runs(dataset: str, model: str, names: list, cells: pd.DataFrame, all_records: list) -> list[str]:
+    """The runs with the suspected cause removed, beside the base run: test metrics (mean over seeds, %) and
+    their ratio to the paper, best epoch and what stopped them; a named run without a record is listed as such."""
+    if not names:
+        return []
+    paper = dict(zip(cells["metric"], cells["paper_pct"]))
+    header = ["Run", "Seeds", *(f"{m} (%)" for m in JUDGED), *(f"{m} / paper" for m in JUDGED), "Best epoch / run"]
+    rows, missing = [], []
+    for name in [model, *names]:
+        runs = sorted((r for r in all_records if r["dataset"] == dataset and r["model"] == name),
+                      key=lambda r: r["seed"])
+        if not runs:
+            missing.append(f"`{name}`")
+            continue
+        values = [_mean_test(runs, m) for m in JUDGED]
+        ratios = [f"{v / paper[m]:.2f}" if paper.get(m) else "–" for v, m in zip(values, JUDGED)]
+        epochs = "; ".join(f"{(r.get('checkpoint') or {}).get('best_epoch', 0) + 1} / {r['timing']['epochs_run']}"
+                           for r in runs)
+        label = f"{name} (base)" if name == model else name
+        rows.append([label, str(len(runs)), *(f"{v:.2f}" for v in values), *ratios, epochs])
+    lines = ["Runs with the suspected cause removed (test, mean over the seeds present; "
+             "`bench/profiles/full.yaml` defines each):", "", md_table(header, rows), ""]
+    if missing:
+        lines += [f"Not run yet: {', '.join(missing)}.", ""]
     return lines
 
 
@@ -75,6 +111,6 @@ def diagnosis(ctx: Context) -> list[Table]:
         lines.append("Every model with a run lies inside the band.")
     for (dataset, model), cells in bad.groupby(["dataset", "model"], sort=False):
         records = [r for r in ctx.col.ok_records if r["dataset"] == dataset and r["model"] == model]
-        lines += _section(dataset, model, cells, records, notes)
+        lines += _section(dataset, model, cells, records, notes, ctx.col.ok_records)
     return [Table("Diagnosis (models outside 0.8-1.25x the paper)", "diagnosis", "\n".join(lines) + "\n",
                   bad.reset_index(drop=True))]
