@@ -81,7 +81,7 @@ def cost_rows(profile: dict, results_dir, timings: dict, datasets: list[str], n_
     fallback = statistics.median(epochs_seen) if epochs_seen else DEFAULT_EPOCHS
     rows = []
     for spec in discover().values():
-        row = {"model": spec.name, "datasets": {}}
+        row = {"model": spec.name, "seeds": seeds, "datasets": {}}
         for ds in datasets:
             params, _ = resolve(Entry(ds, spec.name, 0, spec.name), profile)
             budget = {k: per_dataset(profile.get(k), ds) for k in ("stop_users",)}
@@ -105,7 +105,8 @@ def cost_rows(profile: dict, results_dir, timings: dict, datasets: list[str], n_
                      if epoch_s is not None and valid_s is not None else None)
             row["datasets"][ds] = {"epoch_s": epoch_s, "valid_s": valid_s, "epochs": epochs, "best": best,
                                    "records": len(rs), "assumed_epochs": not rs, "converged": converged,
-                                   "run_h": hours, "grid_h": None if hours is None else hours * seeds}
+                                   "run_h": hours, "grid_h": None if hours is None else hours * seeds,
+                                   "left_h": None if hours is None else hours * max(0, seeds - len(rs))}
         rows.append(row)
     return rows
 
@@ -132,23 +133,28 @@ def render(rows: list[dict], profile: str, dataset: str, datasets: list[str], gp
         epochs = f"{d['epochs']:.0f}" + (" assumed" if d.get("assumed_epochs") else "") + flag
         body.append([r["model"], _h(d.get("epoch_s")), _h(d.get("valid_s")), best, epochs, _h(d.get("run_h"))])
     lines += [md_table(header, body), "", f"## The whole grid: {', '.join(datasets)}, five seeds, base models", ""]
-    header = ["model"] + [f"{ds} h" for ds in datasets] + ["total h (this machine)"]
+    header = ["model"] + [f"{ds} h" for ds in datasets] + ["total h (this machine)", "runs done", "left h"]
     if gpu_rows:
         header.append("total h (GPU)")
-    body, total = [], 0.0
+    body, total, left = [], 0.0, 0.0
     gpu_by = {r["model"]: r for r in gpu_rows or []}
     for r in rows:
         cells = [r["datasets"][ds]["grid_h"] for ds in datasets]
         t = None if any(c is None for c in cells) else sum(cells)
         total += t or 0.0
-        line = [r["model"]] + [_h(c) for c in cells] + [_h(t)]
+        lefts = [r["datasets"][ds]["left_h"] for ds in datasets]
+        todo = None if any(c is None for c in lefts) else sum(lefts)
+        left += todo or 0.0
+        done = sum(min(r["seeds"], r["datasets"][ds]["records"]) for ds in datasets)
+        line = [r["model"]] + [_h(c) for c in cells] + [_h(t), f"{done} / {r['seeds'] * len(datasets)}", _h(todo)]
         if gpu_rows:
             g = gpu_by.get(r["model"])
             gc = [g["datasets"][ds]["grid_h"] for ds in datasets] if g else [None]
             line.append(_h(None if any(c is None for c in gc) else sum(gc)))
         body.append(line)
     lines += [md_table(header, body), "", f"Total on this machine (models with every cell known): {total:.0f} h "
-              f"of one process; the grid runs two processes at once on 2 cores.", ""]
+              f"of one process, of which {left:.0f} h are left to run (base runs without a record); the grid runs "
+              "two processes at once on 2 cores.", ""]
     return "\n".join(lines)
 
 
