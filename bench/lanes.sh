@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# bench/lanes.sh LANE QUEUE [WAIT_PID]: one lane of a long campaign on a shared machine.
+#
+# Pops lines "WORKTREE MODEL DATASET SEED..." off the QUEUE file (under flock, so several lanes share
+# one queue and the queue can be edited while they run) and runs each as one resumable
+# `bench grid --profile $PROFILE` from that WORKTREE (a clean `git worktree add --detach` of the
+# commit to run, so every record names a clean revision).  Records go to $RESULTS, run states to
+# $BENCH_STATE_DIR; output is appended to $LOGS/lane$LANE.log, one start/end line per job to
+# $LOGS/lanes.log.  WAIT_PID: start only after that process has ended (a run already in flight).
+# Defaults: PROFILE=full, RESULTS=<this repo>/results, BENCH_STATE_DIR=<this repo>/.cache/runs,
+# LOGS=<dir of QUEUE>, one torch thread per lane (OMP_NUM_THREADS=1): two lanes on 2 cores.
+set -uo pipefail
+lane=$1; queue=$2; wait_pid=${3:-}
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+: "${PROFILE:=full}" "${RESULTS:=$repo/results}" "${LOGS:=$(dirname "$queue")}"
+export BENCH_STATE_DIR="${BENCH_STATE_DIR:-$repo/.cache/runs}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+bench="$repo/.venv/bin/bench"
+if [ -n "$wait_pid" ]; then while kill -0 "$wait_pid" 2>/dev/null; do sleep 15; done; fi
+while true; do
+  job=$(flock "$queue.lock" bash -c 'head -n1 "$1"; sed -i 1d "$1"' _ "$queue")
+  [ -z "$job" ] && break
+  set -- $job; wt=$1; model=$2; dataset=$3; shift 3
+  echo "$(date -u +%FT%TZ) lane$lane start $wt $model $dataset $*" >> "$LOGS/lanes.log"
+  (cd "$wt" && PYTHONPATH="$wt" "$bench" grid --profile "$PROFILE" --models "$model" --datasets "$dataset" \
+     --seeds "$@" --device cpu --results-dir "$RESULTS" >> "$LOGS/lane$lane.log" 2>&1)
+  echo "$(date -u +%FT%TZ) lane$lane end rc=$? $model $dataset $*" >> "$LOGS/lanes.log"
+done
