@@ -14,10 +14,10 @@ the last ``int(mask_ratio * MAX_ITEM_LIST_LENGTH)`` masks of a row kept, a mask 
 position 0 fed to the network but left out of the loss (as RecBole does).  Batches
 from RecBole's own loader (masks already drawn) go to RecBole's code unchanged.
 
-``faithful_cloze: true`` (read with default false, so the records made without it keep
-their config hashes; the ``BERT4Rec-cloze`` variant of ``bench/profiles/full.yaml``) mends
-two things RecBole 1.2.1 does with a harness of prefix instances, both of which the
-BERT4Rec paper does not do:
+``faithful_cloze: true`` (the YAML's default; ``false`` is RecBole 1.2.1's behaviour, kept as
+the ``BERT4Rec-recbole`` diagnosis variant of ``bench/profiles/full.yaml``) mends two things
+RecBole 1.2.1 does with a harness of prefix instances, both of which the BERT4Rec paper
+does not do:
 
 - training: RecBole masks only the history ``item_id_list`` of each prefix, so a user's last
   training item (the target of the longest prefix, never part of a history) is never
@@ -41,7 +41,7 @@ class BERT4Rec(_RecBoleBERT4Rec):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.faithful_cloze = bool(config["faithful_cloze"])  # None (absent) -> RecBole's behaviour
+        self.faithful_cloze = bool(config["faithful_cloze"])
 
     def _cloze(self, item_seq):
         """(B, L) ids -> masked ids, (B, L) bool positions that enter the loss."""
