@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import hashlib
+import os
 import platform
 import random
 import subprocess
@@ -80,6 +81,7 @@ def _static_environment(device: str) -> dict:
     except (OSError, StopIteration):
         cpu = platform.processor()
     dev = torch.device(device)
+    revision, dirty = _revision()
     return {
         "python": platform.python_version(), "torch": torch.__version__, "recbole": recbole.__version__,
         "numpy": np.__version__, "platform": platform.platform(), "cpu": cpu,
@@ -87,9 +89,19 @@ def _static_environment(device: str) -> dict:
         "blas_torch": machine.torch_blas(), "blas_numpy": machine.numpy_blas(),
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "precision": precision_flags(dev),
-        "git_revision": _git("rev-parse", "HEAD").strip() or "unknown",
-        "git_dirty": bool(code_diff()),
+        "git_revision": revision, "git_dirty": dirty,
     }
+
+
+def _revision() -> tuple[str, bool]:
+    """(commit, uncommitted code changes?) of the code running.  Where the tree is a copy without
+    ``.git`` (a lent GPU machine), ``$BENCH_GIT_REVISION`` = "<sha> <true|false>" as written down
+    by ``bench/gpu_prepare.sh`` from the checkout that was sent."""
+    rev = _git("rev-parse", "HEAD").strip()
+    if rev:
+        return rev, bool(code_diff())
+    sha, _, dirty = os.environ.get("BENCH_GIT_REVISION", "unknown true").partition(" ")
+    return sha or "unknown", dirty != "false"
 
 
 def precision_flags(device: torch.device) -> dict:

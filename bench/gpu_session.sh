@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# One lent GPU session in one command: the GPU check, then slices of the paper profile, all
+# inside DEADLINE seconds (default 470), packed into $OUT (README "Running on a GPU").
+#
+# Here, first: `bash bench/gpu_prepare.sh` (wheels + data + the commit's name into .cache/gpu);
+# there, from the repository root with .cache/gpu carried: `bash bench/gpu_session.sh`.
+#   1. versions and `bench speed` of SASRec and DiffuRec on full Beauty at the paper profile's
+#      settings, alone on the device (one epoch and one full validation each: the GPU cost table);
+#   2. a pool of at most POOL jobs, in the priority order of JOBS: the determinism re-runs on the
+#      device (`bench check --profile paper`), the smoke grid on the device and on the CPU (the
+#      GPU check's comparison), then one `bench grid --profile paper` per (model, dataset, seed);
+#   3. at DEADLINE every job still running is stopped (its run is lost: the machine is bare next
+#      time), and what finished is packed: $OUT/paper-results.tgz (records), gpu-<device>.md/.json
+#      (the check), logs.tgz, summary.txt.  Records and logs are also packed every 20 s, so a
+#      call cut short by the device time still returns every run that finished.
+# Many small trainings share the GPU well: each is bound by its own Python launch overhead.
+# GPU_CHECK_DEVICE=cpu, DEADLINE=… and JOBS=… make a dry run of this script on a CPU machine.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+py="${PYTHON:-python3}"; dev="${GPU_CHECK_DEVICE:-cuda}"; out="${OUT:-/tmp/gpu-session-out}"
+deadline=$((SECONDS + ${DEADLINE:-470})); pool="${POOL:-12}"
+work="${GPU_WORK:-/tmp/bench-gpu}"; site=/tmp/bench-gpu-site
+mkdir -p "$out" "$work/logs"
+"$py" -c "import glob, zipfile; [zipfile.ZipFile(w).extractall('$site') for w in glob.glob('.cache/gpu/wheels/*.whl')]"
+export PYTHONPATH="$PWD:$site" BENCH_DATA_DIR="$PWD/.cache/gpu/data" PYTHONUNBUFFERED=1
+export BENCH_CACHE_DIR="$work/cache" BENCH_STATE_DIR="$work/states"
+# the device copy may lack .git: records then take the revision gpu_prepare.sh wrote down
+[ -f .cache/gpu/REVISION ] && export BENCH_GIT_REVISION="$(cat .cache/gpu/REVISION)"
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null
+  "$py" -c "import torch, recbole; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'recbole', recbole.__version__)"
+  nproc; } 2>&1 | tee "$out/summary.txt"
+
+t0=$SECONDS
+timeout 120 "$py" -m bench.cli speed --dataset beauty --models SASRec DiffuRec --profile paper --skip-recbole \
+  --device "$dev" --reports-dir "$work/speed" ${GPU_SPEED_ARGS:-} > "$work/logs/speed.log" 2>&1
+echo "speed (alone on $dev): rc=$? $((SECONDS - t0)) s" | tee -a "$out/summary.txt"
+
+# priority order: what a reviewer needs first (DiffuRec against SASRec, then all ten on Beauty,
+# then seeds, then Toys); each line: a job name and its command's arguments
+paper="--device $dev --results-dir $work/results"
+default_jobs="check:check --profile paper --device $dev --results-dir $work/check --reports-dir $work/check
+smoke-dev:grid --profile smoke --seeds 0 --device $dev --results-dir $work/smoke-dev
+smoke-cpu:grid --profile smoke --seeds 0 --device cpu --results-dir $work/smoke-cpu --state-dir $work/states-cpu"
+ten="DiffuRec SASRec ACVAE BERT4Rec STOSA SVAE GRU4Rec Caser ComiRec TiMiRec"
+for m in $ten; do default_jobs+=$'\n'"paper-$m-beauty-0:grid --profile paper --models $m --datasets beauty --seeds 0 $paper"; done
+for s in 1 2 3 4; do for m in DiffuRec SASRec; do
+  default_jobs+=$'\n'"paper-$m-beauty-$s:grid --profile paper --models $m --datasets beauty --seeds $s $paper"; done; done
+for m in $ten; do default_jobs+=$'\n'"paper-$m-toys-0:grid --profile paper --models $m --datasets toys --seeds 0 $paper"; done
+
+run_job() {  # name, args...: one pool job, interrupted at the deadline
+  local name=$1 t=$SECONDS threads=1; shift
+  [ "$name" = smoke-cpu ] && threads=4
+  OMP_NUM_THREADS=$threads timeout -k 15 -s INT $((deadline - SECONDS)) "$py" -m bench.cli "$@" > "$work/logs/$name.log" 2>&1
+  echo "$name rc=$? $((SECONDS - t)) s, started at $((t - t0)) s" >> "$work/logs/jobs.log"
+}
+pack() {  # what has finished so far into $OUT, atomically: a call cut short still returns it
+  [ -d "$work/results/paper" ] && tar -C "$work/results" -czf "$out/.paper.tgz" paper && mv "$out/.paper.tgz" "$out/paper-results.tgz"
+  tar -C "$work" -czf "$out/.logs.tgz" logs speed check 2>/dev/null; mv "$out/.logs.tgz" "$out/logs.tgz"
+}
+(while sleep 20; do pack; done) & packer=$!
+while IFS= read -r job; do
+  while [ "$(jobs -rp | wc -l)" -ge "$pool" ]; do wait -n; done
+  if [ $((deadline - SECONDS)) -lt 45 ]; then echo "${job%%:*} not started (deadline)" >> "$work/logs/jobs.log"; continue; fi
+  run_job "${job%%:*}" ${job#*:} &
+done <<< "${JOBS:-$default_jobs}"
+while [ "$(jobs -rp | wc -l)" -gt 1 ]; do wait -n; done
+kill $packer
+cat "$work/logs/jobs.log" | tee -a "$out/summary.txt"
+
+"$py" -m bench.gpu_report --cpu "$work/smoke-cpu/smoke" --device-store "$work/smoke-dev/smoke" \
+  --speed "$work/speed/speed" --out "$out" 2>&1 | tail -3 | tee -a "$out/summary.txt"
+grep -h "^ok \|^FAILED\|Error\|error" "$work"/logs/paper-*.log "$work/logs/check.log" 2>/dev/null | tail -60 >> "$out/summary.txt"
+pack
+echo "session done at $((SECONDS - t0)) s" | tee -a "$out/summary.txt"
