@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepare .cache/gpu (git-ignored) for bench/gpu_check.sh on a GPU machine without network:
+# Prepare .cache/gpu (git-ignored) for bench/gpu_session.sh on a GPU machine without network:
 # RecBole 1.2.1 and the pure-Python packages it imports that the GPU image lacks, as wheels,
 # and the released data files.  Carry .cache/gpu with the device run.
 set -euo pipefail
@@ -9,8 +9,4 @@ mkdir -p .cache/gpu/wheels .cache/gpu/data
 .venv/bin/pip download -q --no-deps --only-binary=:all: --python-version 3.12 -d .cache/gpu/wheels \
   recbole==1.2.1 colorlog==4.7.2 texttable==1.7.2 thop==0.1.1.post2209072238 2>&1 | grep -v "^WARNING: Location" || true
 cp "$data"/*.pkl .cache/gpu/data/
-# the commit sent to the GPU machine (its copy has no .git) and whether code was uncommitted
-dirty=$([ -z "$(git status --porcelain -- . ':(exclude)results' ':(exclude)reports' ':(exclude)README.md')" ] && echo false || echo true)
-echo "$(git rev-parse HEAD) $dirty" > .cache/gpu/REVISION
-cat .cache/gpu/REVISION
 du -sh .cache/gpu

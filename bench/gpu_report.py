@@ -1,4 +1,4 @@
-"""The GPU check's report (``bench/gpu_check.sh``): the smoke grid on the device against the
+"""The GPU check's report (``bench/gpu_session.sh``): the smoke grid on the device against the
 same grid on that machine's CPU, run by run, and the device's timings on full Beauty.
 
     python -m bench.gpu_report --cpu STORE --device-store STORE --speed DIR --out DIR

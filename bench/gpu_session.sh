@@ -2,7 +2,7 @@
 # One lent GPU session in one command: the GPU check, then slices of the paper profile, all
 # inside DEADLINE seconds (default 470), packed into $OUT (README "Running on a GPU").
 #
-# Here, first: `bash bench/gpu_prepare.sh` (wheels + data + the commit's name into .cache/gpu);
+# Here, first: `bash bench/gpu_prepare.sh` (wheels and data into .cache/gpu, git-ignored);
 # there, from the repository root with .cache/gpu carried: `bash bench/gpu_session.sh`.
 #   1. versions and `bench speed` of SASRec and DiffuRec on full Beauty at the paper profile's
 #      settings, alone on the device (one epoch and one full validation each: the GPU cost table);
@@ -14,18 +14,20 @@
 #      (the check), logs.tgz, summary.txt.  Records and logs are also packed every 20 s, so a
 #      call cut short by the device time still returns every run that finished.
 # Many small trainings share the GPU well: each is bound by its own Python launch overhead.
-# GPU_CHECK_DEVICE=cpu, DEADLINE=… and JOBS=… make a dry run of this script on a CPU machine.
+# GPU_CHECK_DEVICE=cpu, DEADLINE=… and JOBS=… make a dry run of this script on a CPU machine
+# (tests/test_gpu_session.py).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 py="${PYTHON:-python3}"; dev="${GPU_CHECK_DEVICE:-cuda}"; out="${OUT:-/tmp/gpu-session-out}"
-deadline=$((SECONDS + ${DEADLINE:-470})); pool="${POOL:-12}"
+deadline=$((SECONDS + ${DEADLINE:-470})); pool="${POOL:-12}"; min_left="${MIN_LEFT:-45}"  # s a job needs
 work="${GPU_WORK:-/tmp/bench-gpu}"; site=/tmp/bench-gpu-site
 mkdir -p "$out" "$work/logs"
 "$py" -c "import glob, zipfile; [zipfile.ZipFile(w).extractall('$site') for w in glob.glob('.cache/gpu/wheels/*.whl')]"
-export PYTHONPATH="$PWD:$site" BENCH_DATA_DIR="$PWD/.cache/gpu/data" PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD:$site" PYTHONUNBUFFERED=1
+[ -d .cache/gpu/data ] && export BENCH_DATA_DIR="$PWD/.cache/gpu/data"
 export BENCH_CACHE_DIR="$work/cache" BENCH_STATE_DIR="$work/states"
-# the device copy may lack .git: records then take the revision gpu_prepare.sh wrote down
-[ -f .cache/gpu/REVISION ] && export BENCH_GIT_REVISION="$(cat .cache/gpu/REVISION)"
+# The device copy carries .git at the commit the session started from, so records name that
+# commit and store the diff to the tree that ran (code.diff.gz), as for any uncommitted change.
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null
   "$py" -c "import torch, recbole; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'recbole', recbole.__version__)"
   nproc; } 2>&1 | tee "$out/summary.txt"
@@ -59,8 +61,9 @@ pack() {  # what has finished so far into $OUT, atomically: a call cut short sti
 }
 (while sleep 20; do pack; done) & packer=$!
 while IFS= read -r job; do
+  [ -z "$job" ] && continue
   while [ "$(jobs -rp | wc -l)" -ge "$pool" ]; do wait -n; done
-  if [ $((deadline - SECONDS)) -lt 45 ]; then echo "${job%%:*} not started (deadline)" >> "$work/logs/jobs.log"; continue; fi
+  if [ $((deadline - SECONDS)) -lt "$min_left" ]; then echo "${job%%:*} not started (deadline)" >> "$work/logs/jobs.log"; continue; fi
   run_job "${job%%:*}" ${job#*:} &
 done <<< "${JOBS:-$default_jobs}"
 while [ "$(jobs -rp | wc -l)" -gt 1 ]; do wait -n; done

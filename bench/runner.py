@@ -81,7 +81,6 @@ def _static_environment(device: str) -> dict:
     except (OSError, StopIteration):
         cpu = platform.processor()
     dev = torch.device(device)
-    revision, dirty = _revision()
     return {
         "python": platform.python_version(), "torch": torch.__version__, "recbole": recbole.__version__,
         "numpy": np.__version__, "platform": platform.platform(), "cpu": cpu,
@@ -89,19 +88,9 @@ def _static_environment(device: str) -> dict:
         "blas_torch": machine.torch_blas(), "blas_numpy": machine.numpy_blas(),
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "precision": precision_flags(dev),
-        "git_revision": revision, "git_dirty": dirty,
+        "git_revision": _git("rev-parse", "HEAD").strip() or "unknown",
+        "git_dirty": bool(code_diff()),
     }
-
-
-def _revision() -> tuple[str, bool]:
-    """(commit, uncommitted code changes?) of the code running.  Where the tree is a copy without
-    ``.git`` (a lent GPU machine), ``$BENCH_GIT_REVISION`` = "<sha> <true|false>" as written down
-    by ``bench/gpu_prepare.sh`` from the checkout that was sent."""
-    rev = _git("rev-parse", "HEAD").strip()
-    if rev:
-        return rev, bool(code_diff())
-    sha, _, dirty = os.environ.get("BENCH_GIT_REVISION", "unknown true").partition(" ")
-    return sha or "unknown", dirty != "false"
 
 
 def precision_flags(device: torch.device) -> dict:
@@ -117,15 +106,30 @@ def precision_flags(device: torch.device) -> dict:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' -> CUDA when torch sees it, else the CPU; 'cuda' without CUDA is an error."""
+    """'auto' -> CUDA when torch sees it, else the CPU; 'cuda' without CUDA is an error.
+    A CUDA device switches this process to deterministic kernels (``deterministic_cuda``)."""
     if name not in ("auto", "cpu", "cuda") and not name.startswith("cuda:"):
         raise BenchError(f"--device {name}: expected auto, cpu, cuda or cuda:N")
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise BenchError(f"--device {name}: torch {torch.__version__} sees no CUDA device "
                          f"(a CPU build, or no GPU here); use --device cpu or auto")
+    if name.startswith("cuda"):
+        deterministic_cuda()
     return torch.device(name)
+
+
+def deterministic_cuda() -> None:
+    """Same seed, same GPU -> same ranks.  Without this, SASRec trained twice on one H100
+    (2026-11-27, ``reports/speed/gpu-nvidia-h100-80gb-hbm3-determinism.md``) differed in 2 of
+    500 test ranks: some CUDA backward kernels accumulate atomically in varying order.
+    ``warn_only``: an op without a deterministic CUDA kernel warns instead of failing a run.
+    The CPU is left alone, so CPU records keep their numbers; the flags are recorded in
+    ``env.precision``."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
 
 
 def head_items(seqs: Sequences) -> np.ndarray:

@@ -2,6 +2,7 @@
 metrics and curve; damaged or foreign states are never loaded; two processes never train
 one run; the device plumbing leaves CPU runs (and the committed quick records) unchanged."""
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +135,22 @@ def test_cuda_without_cuda_is_one_clear_error():
     assert runner.resolve_device("auto").type == "cpu"
     with pytest.raises(BenchError, match="--device gpu"):
         runner.resolve_device("gpu")
+
+
+def test_cuda_switches_to_deterministic_kernels_and_the_cpu_does_not(monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    try:
+        runner.resolve_device("cpu")
+        assert not torch.are_deterministic_algorithms_enabled() and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        assert runner.resolve_device("cuda:0").type == "cuda"
+        assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[2], before[3]
 
 
 @needs_data
