@@ -38,7 +38,9 @@ Reference: ACVAE/ACVAE-PyTorch (the authors' PyTorch release), commit
 - loss normalisation: a mean over the batch's instances (one step each); the authors
   sum a user's steps and average over 64 users.  AdamW does not see the difference, but
   an SGD step on the encoder, the critic and T here is about 1/T_bar of theirs at the
-  same learning rate (T_bar = mean steps per user: 5.9 on Beauty, 163 on ML-1M);
+  same learning rate (T_bar = mean steps per user: 5.9 on Beauty, 163 on ML-1M).
+  ``loss_scale: T_bar`` multiplies the loss by T_bar and so restores their step sizes
+  (the diagnosis run ``ACVAE-usersum``); the default 1 keeps the mean;
 - the min-max runs in one backward with detached parameters/inputs (same gradients);
 - contrastive negatives are the next instance of the batch (the authors' next user);
 - no encoder noise at evaluation (the authors sample it), so scores are deterministic;
@@ -193,6 +195,9 @@ class ACVAE(SequentialRecommender):
         self.latent_size = config["latent_size"]
         self.alpha = float(config["kl_weight"])
         self.beta = float(config["contrast_weight"])
+        self.loss_scale = float(config["loss_scale"] if config["loss_scale"] is not None else 1.0)  # YAML: absent = 1
+        if self.loss_scale <= 0:
+            raise ValueError(f"ACVAE: loss_scale must be > 0, got {self.loss_scale}")
         self.optimizer_settings = optimizer_settings(config)
 
         self.item_embedding = nn.Embedding(self.n_items, self.embedding_size, padding_idx=0)
@@ -301,7 +306,7 @@ class ACVAE(SequentialRecommender):
         t = self.loss_terms(interaction)
         generator = (t["reconstruction"] + self.alpha * t["adversarial_kl"]
                      + self.beta * t["contrastive"])
-        return generator + t["discriminator"]
+        return self.loss_scale * (generator + t["discriminator"])
 
     # ------------------------------------------------------------------ scoring
     def _last_logits(self, interaction):

@@ -286,6 +286,23 @@ def test_acvae_engine_step_moves_the_discriminator_by_its_sgd():
         torch.testing.assert_close(p.detach(), p0 - 5e-4 * (g + 0.1 * p0), rtol=1e-5, atol=1e-7)
 
 
+def test_acvae_loss_scale_multiplies_every_players_sgd_step():
+    """loss_scale = T_bar turns the mean over instances into the authors' per-user sum: every
+    gradient, hence each SGD step on the encoder, the critic and T, is T_bar times larger."""
+    grads = {}
+    for scale in (1.0, 5.876):
+        torch.manual_seed(0)
+        model = build("ACVAE", loss_scale=scale)
+        model.train()
+        torch.manual_seed(1)  # same noise, dropout masks and prior samples
+        players = list(model.critic.parameters()) + list(model.discriminator.parameters())
+        grads[scale] = torch.autograd.grad(model.calculate_loss(batch()), players)
+    for a, b in zip(grads[1.0], grads[5.876]):
+        torch.testing.assert_close(b, 5.876 * a, rtol=1e-4, atol=1e-8)
+    with pytest.raises(ValueError, match="loss_scale"):
+        build("ACVAE", loss_scale=0)
+
+
 def test_acvae_single_optimizer_mode():
     model = build("ACVAE", optimizers="single", learning_rate=2e-3, weight_decay=0.0)
     (opt,) = model.configure_optimizers()
