@@ -100,8 +100,12 @@ def _print_result(entry, status, record):
 
 
 def cmd_grid(args) -> int:
-    from bench.grid import run_grid
+    from bench.grid import missing_entries, run_grid
 
+    if args.list:
+        for e in missing_entries(args.profile, args.results_dir, args.data_dir, args.models, args.datasets, args.seeds):
+            print(e.model, e.dataset, e.seed)
+        return 0
     failed = run_grid(args.profile, args.results_dir, args.data_dir, args.models, args.datasets,
                       args.seeds, executor=args.executor, address=args.address, device=args.device,
                       state_dir=args.state_dir, save_every_s=args.save_every)
@@ -187,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--seeds", nargs="+", type=int)
     grid.add_argument("--executor", choices=["local", "ray"], default="local")
     grid.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
+    grid.add_argument("--list", action="store_true",
+                      help="print the runs without an ok record (MODEL DATASET SEED, grid order); train nothing")
     _training_args(grid)
     grid.set_defaults(func=cmd_grid)
 

@@ -8,7 +8,8 @@
 #      settings, alone on the device (one epoch and one full validation each: the GPU cost table);
 #   2. a pool of at most POOL jobs, in the priority order of JOBS: the determinism re-runs on the
 #      device (`bench check --profile paper`), the smoke grid on the device and on the CPU (the
-#      GPU check's comparison), then one `bench grid --profile paper` per (model, dataset, seed);
+#      GPU check's comparison), then one `bench grid --profile paper` per (model, dataset, seed)
+#      that has no committed record yet (`bench grid --list`), the PRIORITY runs first;
 #   3. at DEADLINE every job still running is stopped (its run is lost: the machine is bare next
 #      time), and what finished is packed: $OUT/paper-results.tgz (records), gpu-<device>.md/.json
 #      (the check), logs.tgz, summary.txt.  Records and logs are also packed every 20 s, so a
@@ -37,17 +38,28 @@ timeout 120 "$py" -m bench.cli speed --dataset beauty --models SASRec DiffuRec -
   --device "$dev" --reports-dir "$work/speed" ${GPU_SPEED_ARGS:-} > "$work/logs/speed.log" 2>&1
 echo "speed (alone on $dev): rc=$? $((SECONDS - t0)) s" | tee -a "$out/summary.txt"
 
-# priority order: what a reviewer needs first (DiffuRec against SASRec, then all ten on Beauty,
-# then seeds, then Toys); each line: a job name and its command's arguments
-paper="--device $dev --results-dir $work/results"
-default_jobs="check:check --profile paper --device $dev --results-dir $work/check --reports-dir $work/check
-smoke-dev:grid --profile smoke --seeds 0 --device $dev --results-dir $work/smoke-dev
-smoke-cpu:grid --profile smoke --seeds 0 --device cpu --results-dir $work/smoke-cpu --state-dir $work/states-cpu"
-ten="DiffuRec SASRec ACVAE BERT4Rec STOSA SVAE GRU4Rec Caser ComiRec TiMiRec"
-for m in $ten; do default_jobs+=$'\n'"paper-$m-beauty-0:grid --profile paper --models $m --datasets beauty --seeds 0 $paper"; done
-for s in 1 2 3 4; do for m in DiffuRec SASRec; do
-  default_jobs+=$'\n'"paper-$m-beauty-$s:grid --profile paper --models $m --datasets beauty --seeds $s $paper"; done; done
-for m in $ten; do default_jobs+=$'\n'"paper-$m-toys-0:grid --profile paper --models $m --datasets toys --seeds 0 $paper"; done
+# The paper runs still missing from the committed records (`bench grid --list`, grid order: seed 0
+# of every model, the analysis variants, the tuning runs, then the other seeds), those of
+# PRIORITY first (what a reviewer needs first: all five seeds of DiffuRec and SASRec on Beauty,
+# Toys seed 0 of all ten, then DiffuRec and SASRec on Toys); GPU_DATASETS: ML-1M at its full
+# length is left out by default (an epoch there is 116 M history tokens, Beauty's 1.1 M).
+# The committed records are copied into the work store, so the grid skips them.
+if [ -z "${JOBS:-}" ]; then
+  mkdir -p "$work/results" && cp -r results/paper "$work/results/" 2>/dev/null
+  ten="DiffuRec SASRec ACVAE BERT4Rec STOSA SVAE GRU4Rec Caser ComiRec TiMiRec"
+  priority=$(for s in 0 1 2 3 4; do echo "DiffuRec beauty $s"; echo "SASRec beauty $s"; done
+             for m in $ten; do echo "$m beauty 0"; done; for m in $ten; do echo "$m toys 0"; done
+             for s in 1 2 3 4; do echo "DiffuRec toys $s"; echo "SASRec toys $s"; done)
+  missing=$("$py" -m bench.cli grid --profile paper --list --datasets ${GPU_DATASETS:-beauty toys})
+  paper_jobs=$(printf '%s\n%s\n' "$(grep -Fxf <(echo "$missing") <(echo "$priority"))" "$missing" | awk 'NF && !seen[$0]++' \
+    | while read -r m d s; do echo "paper-$m-$d-$s:grid --profile paper --models $m --datasets $d --seeds $s --device $dev --results-dir $work/results"; done)
+  default_jobs="check:check --profile paper --device $dev --results-dir $work/check --reports-dir $work/check
+  smoke-dev:grid --profile smoke --seeds 0 --device $dev --results-dir $work/smoke-dev
+  smoke-cpu:grid --profile smoke --seeds 0 --device cpu --results-dir $work/smoke-cpu --state-dir $work/states-cpu
+  $paper_jobs"
+  echo "$(echo "$paper_jobs" | grep -c .) paper runs missing, in this order:" >> "$work/logs/jobs.log"
+  echo "$paper_jobs" | cut -d: -f1 | head -40 >> "$work/logs/jobs.log"
+fi
 
 run_job() {  # name, args...: one pool job, interrupted at the deadline
   local name=$1 t=$SECONDS threads=1; shift
@@ -60,7 +72,7 @@ pack() {  # what has finished so far into $OUT, atomically: a call cut short sti
   tar -C "$work" -czf "$out/.logs.tgz" logs speed check 2>/dev/null; mv "$out/.logs.tgz" "$out/logs.tgz"
 }
 (while sleep 20; do pack; done) & packer=$!
-while IFS= read -r job; do
+while read -r job; do  # (leading blanks dropped)
   [ -z "$job" ] && continue
   while [ "$(jobs -rp | wc -l)" -ge "$pool" ]; do wait -n; done
   if [ $((deadline - SECONDS)) -lt "$min_left" ]; then echo "${job%%:*} not started (deadline)" >> "$work/logs/jobs.log"; continue; fi

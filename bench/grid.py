@@ -29,6 +29,17 @@ def expected_entries(profile: dict, models=None, datasets=None, seeds=None):
     return grid(profile, models, datasets, seeds)
 
 
+def missing_entries(profile_name, results_dir, data_dir=None, models=None, datasets=None, seeds=None) -> list:
+    """The grid's entries (datasets present only) that have no ok record yet, in grid order."""
+    from bench import store
+
+    profile = load_profile(profile_name)
+    present, _ = available_datasets(profile, data_dir)
+    entries = grid(profile, models, [d for d in (datasets or profile["datasets"]) if d in present], seeds)
+    return [e for e in entries if (store.read_record(store.run_dir(results_dir, profile["name"], e.dataset, e.model,
+                                                                   e.seed)) or {}).get("status") != "ok"]
+
+
 def run_grid(profile_name, results_dir, data_dir=None, models=None, datasets=None, seeds=None,
              executor="local", address=None, device="auto", state_dir=None, save_every_s=None) -> list:
     """Run the grid; returns the entries that failed.

@@ -141,3 +141,16 @@ def test_record_contents_and_ranks_recompute_metrics(tmp_path, capsys):
     assert len(ranks["test"]) == 60 == len(ranks["users"]) == len(ranks["hist_len"])
     assert store.metrics_from_ranks(ranks["test"]) == record["metrics"]["test"]
     assert store.metrics_from_ranks(ranks["valid"]) == record["metrics"]["valid"]
+
+
+@needs_data
+def test_grid_list_prints_the_runs_without_an_ok_record(tmp_path, capsys):
+    argv = ["grid", "--profile", "smoke", "--list", "--datasets", "beauty", "--seeds", "0",
+            "--models", "SASRec", "DiffuRec", "--results-dir", str(tmp_path)]
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out.splitlines() == ["DiffuRec beauty 0", "SASRec beauty 0"]
+    store.write_run(store.run_dir(tmp_path, "smoke", "beauty", "SASRec", 0), {"status": "ok"},
+                    {"users": np.arange(2), "test": np.zeros(2, np.int32), "valid": np.zeros(2, np.int32)})
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out.splitlines() == ["DiffuRec beauty 0"]  # nothing was trained
+    assert not (tmp_path / "smoke" / "beauty" / "DiffuRec").exists()
