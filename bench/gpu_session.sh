@@ -41,14 +41,18 @@ echo "speed (alone on $dev): rc=$? $((SECONDS - t0)) s" | tee -a "$out/summary.t
 # The paper runs still missing from the committed records (`bench grid --list`, grid order: seed 0
 # of every model, the analysis variants, the tuning runs, then the other seeds), those of
 # PRIORITY first (what a reviewer needs first: all five seeds of DiffuRec and SASRec on Beauty,
-# Toys seed 0 of all ten, then DiffuRec and SASRec on Toys); GPU_DATASETS: ML-1M at its full
+# the controls of README "Controls" and the SASRec tuning grid on Beauty, Toys seed 0 of all
+# ten, then DiffuRec and SASRec on Toys); GPU_DATASETS: ML-1M at its full
 # length is left out by default (an epoch there is 116 M history tokens, Beauty's 1.1 M).
 # The committed records are copied into the work store, so the grid skips them.
 if [ -z "${JOBS:-}" ]; then
   mkdir -p "$work/results" && cp -r results/paper "$work/results/" 2>/dev/null
   ten="DiffuRec SASRec ACVAE BERT4Rec STOSA SVAE GRU4Rec Caser ComiRec TiMiRec"
   priority=$(for s in 0 1 2 3 4; do echo "DiffuRec beauty $s"; echo "SASRec beauty $s"; done
-             for m in $ten; do echo "$m beauty 0"; done; for m in $ten; do echo "$m toys 0"; done
+             for m in $ten; do echo "$m beauty 0"; done
+             for s in 0 1 2; do echo "DiffuRec-nodiff beauty $s"; echo "SASRec-matched beauty $s"; done
+             for t in h64.b2.d0.2 h128.b2.d0.5 h128.b2.d0.2 h128.b4.d0.5 h128.b4.d0.2; do echo "SASRec-tune-$t beauty 0"; done
+             for m in $ten; do echo "$m toys 0"; done
              for s in 1 2 3 4; do echo "DiffuRec toys $s"; echo "SASRec toys $s"; done)
   missing=$("$py" -m bench.cli grid --profile paper --list --datasets ${GPU_DATASETS:-beauty toys})
   paper_jobs=$(printf '%s\n%s\n' "$(grep -Fxf <(echo "$missing") <(echo "$priority"))" "$missing" | awk 'NF && !seen[$0]++' \

@@ -1,5 +1,6 @@
 """The controls that isolate DiffuRec's diffusion (issue: "does DiffuRec win because of
 diffusion, or because of size and training?"): each is a switch of an existing model."""
+import pytest
 import torch
 
 from bench.profiles import Entry, load_profile
@@ -53,9 +54,10 @@ def test_reverse_from_zero_is_deterministic_and_differs_from_noise():
     assert torch.isfinite(c).all()
 
 
-def test_matched_sasrec_shares_every_setting_with_diffurec():
+@pytest.mark.parametrize("profile_name", ["full", "paper"])
+def test_matched_sasrec_shares_every_setting_with_diffurec(profile_name):
     """SASRec-matched resolves to clean DiffuRec's value on every key the two models share."""
-    profile = load_profile("full")
+    profile = load_profile(profile_name)
     diff, _ = resolve(Entry("beauty", "DiffuRec", 0, "DiffuRec"), profile)
     var = next(v for v in profile["variants"] if v["name"] == "SASRec-matched")
     sas, _ = resolve(Entry("beauty", "SASRec-matched", 0, "SASRec", tuple(sorted(var["params"].items()))), profile)

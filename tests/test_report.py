@@ -259,5 +259,7 @@ def test_controls_table_pairs_each_control_with_diffurec(tmp_path):
     nodiff = frame[(frame["model_a"] == "DiffuRec-nodiff") & (frame["metric"] == "HR@10")].iloc[0]
     assert nodiff["paired_diff"] < 0 and nodiff["paired_ci_high"] < 0  # 60 vs 40 users at rank 0
     assert np.isclose(nodiff["mean_a"] - nodiff["mean_b"], -0.15)     # (40+20 - 60-30) / 200
+    # same users and seeds on both sides: the paired mean difference is the difference of means, in every row
+    assert np.allclose(frame["paired_diff"], frame["mean_a"] - frame["mean_b"])
     md = (tmp_path / "reports" / PROFILE / "controls.md").read_text()
     assert "no diffusion" in md and "SASRec-tuned" not in md

@@ -14,7 +14,7 @@ import pandas as pd
 
 from bench import stats
 from bench.fmt import cell, dataset_title, md_table, p_value
-from bench.report.collect import TARGET
+from bench.report.collect import METRICS, TARGET
 from bench.report.context import Context, Table
 
 SHOWN = ("HR@10", "NDCG@10", "HR@20", "NDCG@20")
@@ -26,7 +26,10 @@ def controls_frame(ctx: Context) -> pd.DataFrame:
     if not names:
         return pd.DataFrame()
     values = ctx.col.values[ctx.col.values["model"].isin(names + [TARGET])]
-    frame = stats.versus_reference(values, ctx.col.per_user, list(SHOWN), TARGET, names)
+    # stats reads per-user row i as metric i of the list it is given: pick SHOWN's rows out of METRICS'
+    rows = [METRICS.index(m) for m in SHOWN]
+    per_user = {key: mat[rows] for key, mat in ctx.col.per_user.items()}
+    frame = stats.versus_reference(values, per_user, list(SHOWN), TARGET, names)
     std = values.groupby(["dataset", "model", "metric"])["value"].std(ddof=1)
     frame["std_a"] = [std.get((d, m, k), np.nan) for d, m, k in frame[["dataset", "model_a", "metric"]].itertuples(
         index=False)]
