@@ -5,11 +5,13 @@
 # Here, first: `bash bench/gpu_prepare.sh` (wheels and data into .cache/gpu, git-ignored);
 # there, from the repository root with .cache/gpu carried: `bash bench/gpu_session.sh`.
 #   1. versions and `bench speed` of SASRec and DiffuRec on full Beauty at the paper profile's
-#      settings, alone on the device (one epoch and one full validation each: the GPU cost table);
+#      settings, alone on the device (one epoch and one full validation each);
 #   2. a pool of at most POOL jobs, in the priority order of JOBS: the determinism re-runs on the
 #      device (`bench check --profile paper`), the smoke grid on the device and on the CPU (the
-#      GPU check's comparison), then one `bench grid --profile paper` per (model, dataset, seed)
-#      that has no committed record yet (`bench grid --list`), the PRIORITY runs first;
+#      GPU check's comparison), the `full` profile's timing pass on the device for the cost
+#      table's GPU column (`bench cost --timing-batches 20`: cost/speed/timing-full-*-cuda.json
+#      in logs.tgz, timed while other jobs share the GPU), then one `bench grid --profile paper`
+#      per (model, dataset, seed) without a committed record (`bench grid --list`), PRIORITY first;
 #   3. at DEADLINE every job still running is stopped (its run is lost: the machine is bare next
 #      time), and what finished is packed: $OUT/paper-results.tgz (records), gpu-<device>.md/.json
 #      (the check), logs.tgz, summary.txt.  Records and logs are also packed every 20 s, so a
@@ -60,6 +62,9 @@ if [ -z "${JOBS:-}" ]; then
   default_jobs="check:check --profile paper --device $dev --results-dir $work/check --reports-dir $work/check
   smoke-dev:grid --profile smoke --seeds 0 --device $dev --results-dir $work/smoke-dev
   smoke-cpu:grid --profile smoke --seeds 0 --device cpu --results-dir $work/smoke-cpu --state-dir $work/states-cpu
+  cost-beauty:cost --profile full --dataset beauty --timing-batches 20 --device $dev --reports-dir $work/cost
+  cost-toys:cost --profile full --dataset toys --timing-batches 20 --device $dev --reports-dir $work/cost
+  cost-ml-1m:cost --profile full --dataset ml-1m --timing-batches 20 --device $dev --reports-dir $work/cost
   $paper_jobs"
   echo "$(echo "$paper_jobs" | grep -c .) paper runs missing, in this order:" >> "$work/logs/jobs.log"
   echo "$paper_jobs" | cut -d: -f1 | head -40 >> "$work/logs/jobs.log"
@@ -73,7 +78,7 @@ run_job() {  # name, args...: one pool job, interrupted at the deadline
 }
 pack() {  # what has finished so far into $OUT, atomically: a call cut short still returns it
   [ -d "$work/results/paper" ] && tar -C "$work/results" -czf "$out/.paper.tgz" paper && mv "$out/.paper.tgz" "$out/paper-results.tgz"
-  tar -C "$work" -czf "$out/.logs.tgz" logs speed check 2>/dev/null; mv "$out/.logs.tgz" "$out/logs.tgz"
+  tar -C "$work" -czf "$out/.logs.tgz" logs speed check cost 2>/dev/null; mv "$out/.logs.tgz" "$out/logs.tgz"
 }
 (while sleep 20; do pack; done) & packer=$!
 while read -r job; do  # (leading blanks dropped)
