@@ -23,5 +23,6 @@ while true; do
   echo "$(date -u +%FT%TZ) lane$lane start $wt $model $dataset $*" >> "$LOGS/lanes.log"
   (cd "$wt" && PYTHONPATH="$wt" "$bench" grid --profile "$PROFILE" --models "$model" --datasets "$dataset" \
      --seeds "$@" --device cpu --results-dir "$RESULTS" >> "$LOGS/lane$lane.log" 2>&1)
-  echo "$(date -u +%FT%TZ) lane$lane end rc=$? $model $dataset $*" >> "$LOGS/lanes.log"
+  rc=$?  # before anything else runs: $(date) below would reset it
+  echo "$(date -u +%FT%TZ) lane$lane end rc=$rc $model $dataset $*" >> "$LOGS/lanes.log"
 done
