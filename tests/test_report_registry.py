@@ -118,3 +118,11 @@ def test_diagnosis_tables_the_named_runs_beside_the_base_run(tmp_path, monkeypat
     run = store.read_record(store.run_dir(root, PROFILE, "beauty", "GRU4Rec-bpr", 0))
     assert f"| 1 | {100 * run['metrics']['test']['HR@10']:.2f} |" in rows["GRU4Rec-bpr"]
     assert "Not run yet: `GRU4Rec-never-run`." in section and "the loss." in section
+
+
+def test_diagnosis_shows_loss_type_only_for_models_that_read_it():
+    from bench.report.diagnosis import _used
+
+    assert _used("SASRec", "loss_type") and _used("GRU4Rec", "loss_type")
+    assert not any(_used(m, "loss_type") for m in ("STOSA", "SVAE", "ACVAE"))  # their own objectives
+    assert _used("STOSA", "hidden_size")

@@ -28,6 +28,17 @@ SETTINGS = ("hidden_size", "embedding_size", "n_layers", "train_batch_size", "le
             "hidden_dropout_prob", "MAX_ITEM_LIST_LENGTH", "epochs", "eval_step", "stopping_step")
 
 
+def _used(model: str, key: str) -> bool:
+    """``loss_type`` is in every record (the harness sets it for RecBole); it is shown only where
+    the model's YAML names it, since SVAE, ACVAE and STOSA train their own objectives."""
+    if key != "loss_type":
+        return True
+    from bench.zoo import discover
+
+    spec = discover().get(model.lower())
+    return spec is None or "loss_type" in load_yaml(spec.yaml_path)
+
+
 def out_of_band(gap: pd.DataFrame) -> pd.DataFrame:
     """Table 2 cells (HR@10, NDCG@10) with a run whose ratio ours/paper lies outside ``BAND``."""
     t2 = gap[(gap["table"] == "2") & gap["metric"].isin(JUDGED) & (gap["n_seeds"] > 0)]
@@ -56,7 +67,7 @@ def _section(dataset: str, model: str, cells: pd.DataFrame, records: list, notes
                      f"(stopped by {stop}{'; NOT converged' if ck.get('converged') is False else ''}); "
                      f"validation NDCG@10 — {_curve_line(r)}")
     params = records[0].get("params") or {} if records else {}
-    shown = ", ".join(f"{k} {params[k]}" for k in SETTINGS if k in params)
+    shown = ", ".join(f"{k} {params[k]}" for k in SETTINGS if k in params and _used(model, k))
     lines += ["", f"Settings: {shown}.", ""]
     entry = notes.get(model) or {}
     lines += _test_runs(dataset, model, entry.get("runs") or [], cells, all_records)
