@@ -83,7 +83,7 @@ pack() {  # what has finished so far into $OUT, atomically: a call cut short sti
 (while sleep 20; do pack; done) & packer=$!
 while read -r job; do  # (leading blanks dropped)
   [ -z "$job" ] && continue
-  while [ "$(jobs -rp | wc -l)" -ge "$pool" ]; do wait -n; done
+  while [ "$(jobs -rp | wc -l)" -gt "$pool" ]; do wait -n; done  # (the packer is one of the jobs)
   if [ $((deadline - SECONDS)) -lt "$min_left" ]; then echo "${job%%:*} not started (deadline)" >> "$work/logs/jobs.log"; continue; fi
   run_job "${job%%:*}" ${job#*:} &
 done <<< "${JOBS:-$default_jobs}"
