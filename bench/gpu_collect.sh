@@ -10,9 +10,10 @@ cd "$(dirname "$0")/.."
 bench=.venv/bin/bench
 [ -f "$src/paper-results.tgz" ] && tar -xzkf "$src/paper-results.tgz" -C results 2>/dev/null || true  # -k: keep existing
 cp "$src"/gpu-*.md "$src"/gpu-*.json reports/speed/ 2>/dev/null || true
-tmp=$(mktemp -d); tar -xzf "$src/logs.tgz" -C "$tmp" 2>/dev/null || true
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+tar -xzf "$src/logs.tgz" -C "$tmp" 2>/dev/null || true
 cp "$tmp"/cost/speed/timing-*-cuda.json reports/speed/ 2>/dev/null || true
 [ -f "$tmp/check/paper/audit.md" ] && cp "$tmp/check/paper/audit.md" "reports/speed/gpu-determinism-$(date -u +%F).md"
-cat "$src/summary.txt" 2>/dev/null | grep -E "rc=|session done" || true
+grep -E "rc=|session done" "$src/summary.txt" 2>/dev/null || true
 dirs=(--results-dir "$PWD/results" --reports-dir "$PWD/reports")
 "$bench" report --profile paper "${dirs[@]}" && "$bench" check --profile paper --skip-determinism "${dirs[@]}" | head -3

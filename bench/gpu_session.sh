@@ -49,15 +49,13 @@ echo "speed (alone on $dev): rc=$? $((SECONDS - t0)) s" | tee -a "$out/summary.t
 # The committed records are copied into the work store, so the grid skips them.
 if [ -z "${JOBS:-}" ]; then
   mkdir -p "$work/results" && cp -r results/paper "$work/results/" 2>/dev/null
-  ten="DiffuRec SASRec ACVAE BERT4Rec STOSA SVAE GRU4Rec Caser ComiRec TiMiRec"
-  priority=$(for s in 0 1 2 3 4; do echo "DiffuRec beauty $s"; echo "SASRec beauty $s"; done
-             for m in $ten; do echo "$m beauty 0"; done
-             for s in 0 1 2; do echo "DiffuRec-nodiff beauty $s"; echo "SASRec-matched beauty $s"; done
-             for t in h64.b2.d0.2 h128.b2.d0.5 h128.b2.d0.2 h128.b4.d0.5 h128.b4.d0.2; do echo "SASRec-tune-$t beauty 0"; done
-             for m in $ten; do echo "$m toys 0"; done
-             for s in 1 2 3 4; do echo "DiffuRec toys $s"; echo "SASRec toys $s"; done)
   missing=$("$py" -m bench.cli grid --profile paper --list --datasets ${GPU_DATASETS:-beauty toys})
-  paper_jobs=$(printf '%s\n%s\n' "$(grep -Fxf <(echo "$missing") <(echo "$priority"))" "$missing" | awk 'NF && !seen[$0]++' \
+  # base models are the names without a hyphen (every variant is "<Model>-<what>")
+  priority=$(echo "$missing" | awk '$2 == "beauty" && ($1 == "DiffuRec" || $1 == "SASRec")'
+             echo "$missing" | awk '$2 == "beauty" && $3 == 0 && $1 !~ /-/'
+             echo "$missing" | awk '$2 == "beauty" && $3 <= 2 && $1 ~ /^(DiffuRec-nodiff|SASRec-matched|SASRec-tune-)/'
+             echo "$missing" | awk '$2 == "toys" && ($3 == 0 && $1 !~ /-/ || $1 == "DiffuRec" || $1 == "SASRec")')
+  paper_jobs=$(printf '%s\n%s\n' "$priority" "$missing" | awk 'NF && !seen[$0]++' \
     | while read -r m d s; do echo "paper-$m-$d-$s:grid --profile paper --models $m --datasets $d --seeds $s --device $dev --results-dir $work/results"; done)
   default_jobs="check:check --profile paper --device $dev --results-dir $work/check --reports-dir $work/check
   smoke-dev:grid --profile smoke --seeds 0 --device $dev --results-dir $work/smoke-dev

@@ -29,13 +29,18 @@ def expected_entries(profile: dict, models=None, datasets=None, seeds=None):
     return grid(profile, models, datasets, seeds)
 
 
+def present_entries(profile: dict, data_dir=None, models=None, datasets=None, seeds=None):
+    """(the grid's entries on the datasets whose file is present, {skipped dataset: why})."""
+    present, missing = available_datasets(profile, data_dir)
+    return grid(profile, models, [d for d in (datasets or profile["datasets"]) if d in present], seeds), missing
+
+
 def missing_entries(profile_name, results_dir, data_dir=None, models=None, datasets=None, seeds=None) -> list:
     """The grid's entries (datasets present only) that have no ok record yet, in grid order."""
     from bench import store
 
     profile = load_profile(profile_name)
-    present, _ = available_datasets(profile, data_dir)
-    entries = grid(profile, models, [d for d in (datasets or profile["datasets"]) if d in present], seeds)
+    entries, _ = present_entries(profile, data_dir, models, datasets, seeds)
     return [e for e in entries if (store.read_record(store.run_dir(results_dir, profile["name"], e.dataset, e.model,
                                                                    e.seed)) or {}).get("status") != "ok"]
 
@@ -47,11 +52,10 @@ def run_grid(profile_name, results_dir, data_dir=None, models=None, datasets=Non
     A run another process is training (its state is locked) is left to that process.
     """
     profile = load_profile(profile_name)
-    present, missing = available_datasets(profile, data_dir)
+    entries, missing = present_entries(profile, data_dir, models, datasets, seeds)
     for name, why in missing.items():
         if not datasets or name in datasets:
             tqdm.write(f"skipping dataset {name}: {why}")
-    entries = grid(profile, models, [d for d in (datasets or profile["datasets"]) if d in present], seeds)
     if executor == "ray":
         from bench.ray_executor import run_with_ray
 
