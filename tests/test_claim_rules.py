@@ -18,7 +18,11 @@ MODELS = {"GRU4Rec": (100, None), "SASRec": (50, None), "DiffuRec": (30, None),
           "DiffuRec-gru": (40, {"approximator": "gru"}), "DiffuRec-rstar": (150, {"rounding": "neg_sq_distance"}),
           "DiffuRec-linear": (35, {"noise_schedule": "linear"}), "DiffuRec-d1": (70, {"lambda_scale": 1.0}),
           "DiffuRec-nodiff": (32, {"lambda_scale": 0.0}),
-          "SASRec-matched": (45, {"hidden_size": 128, "n_layers": 4}), "SASRec-tuned": (28, {"hidden_size": 128})}
+          "SASRec-matched": (45, {"hidden_size": 128, "n_layers": 4}), "SASRec-tuned": (28, {"hidden_size": 128}),
+          # SASRec's tuning grid: the default (SASRec) and five settings; validation picks width 128
+          "SASRec-tune-h128": (28, {"hidden_size": 128}), "SASRec-tune-d0.2": (55, {"hidden_dropout_prob": 0.2}),
+          "SASRec-tune-b4": (60, {"n_layers": 4}), "SASRec-tune-h32": (70, {"hidden_size": 32}),
+          "SASRec-tune-b1": (65, {"n_layers": 1})}
 
 
 def write_run(root, dataset, model, seed):
@@ -102,3 +106,20 @@ def test_controls_rule_reads_the_direction_of_each_control(view):
     tuned = RULES["beats_model"](view, by_id["C3-beats-tuned-sasrec"]["rule"], config())
     assert matched["verdict"] == "holds", matched["reason"]
     assert tuned["verdict"] == "does not hold" and "not below" in tuned["reason"]
+
+
+def test_tuned_control_is_judged_only_on_the_validation_choice(view):
+    """C3 needs the whole tuning grid and SASRec-tuned running its validation-best setting."""
+    import copy
+    rule = {c["id"]: c for c in load_claims()["claims"]}["C3-beats-tuned-sasrec"]["rule"]
+    assert rule.get("tuning_settings") == 6
+    picked_elsewhere = copy.deepcopy(view.records)
+    for r in picked_elsewhere:
+        if r["model"] == "SASRec-tuned" and r["seed"] == 1:
+            r["params"]["n_layers"] = 4  # as if chosen by another criterion
+    res = RULES["beats_model"](ResultsView(picked_elsewhere), rule, config())
+    assert res["verdict"] == "not testable", res
+    assert "seed 1 is not the validation-best setting h128 (differs in n_layers)" in res["reason"]
+    partial = [r for r in view.records if r["model"] != "SASRec-tune-b1"]
+    res = RULES["beats_model"](ResultsView(partial), rule, config())
+    assert res["verdict"] == "not testable" and "has 5 of 6 settings" in res["reason"], res

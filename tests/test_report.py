@@ -224,6 +224,25 @@ def test_tuning_table_marks_the_best_validation_setting():
     assert bool(frame.loc["attn_dropout_prob=0.2", "best"]) and not bool(frame.loc["default", "best"])
 
 
+def test_validation_choice_and_the_tuned_runs_that_must_match_it():
+    from bench.report.tuning import choice_problem, validation_choice
+
+    def rec(model, seed, valid, params):
+        return {"dataset": "beauty", "model": model, "base_model": "SASRec", "seed": seed, "status": "ok",
+                "params": {"epochs": 200, **params}, "metrics": {"valid": {"NDCG@10": valid}, "test": {"NDCG@10": 0.9}}}
+
+    grid = [rec("SASRec", 0, 0.020, {"hidden_size": 64}), rec("SASRec-tune-h128", 0, 0.030, {"hidden_size": 128}),
+            rec("SASRec-tune-h32", 0, 0.010, {"hidden_size": 32})]
+    failed = {**rec("SASRec-tune-h16", 0, 0.9, {"hidden_size": 16}), "status": "failed"}  # never chosen
+    choice = validation_choice(grid + [failed], "beauty", "SASRec")
+    assert choice["setting"] == "h128" and choice["params"]["hidden_size"] == 128 and choice["n_settings"] == 3
+    good = [rec("SASRec-tuned", s, 0.0, {"hidden_size": 128}) for s in (0, 1, 2)]
+    assert choice_problem(grid + good, "beauty", "SASRec-tuned", 3) == ""
+    assert "has 3 of 6 settings" in choice_problem(grid + good, "beauty", "SASRec-tuned", 6)
+    bad = good[:2] + [rec("SASRec-tuned", 2, 0.0, {"hidden_size": 32})]  # test-picked, say
+    assert "seed 2 is not the validation-best setting h128" in choice_problem(grid + bad, "beauty", "SASRec-tuned", 3)
+
+
 def test_partial_grid_shows_seed_counts_missing_models_and_unconverged_runs(tmp_path):
     """A store mid-campaign: each cell says how many seeds it rests on, absent models are named,
     and a run stopped at the epoch cap is marked in Table 2 and listed in the index."""

@@ -6,6 +6,7 @@ import math
 from bench import stats
 from bench.audit.claims.base import holm, paired_p, result, scope, scope_note, with_scope
 from bench.audit.view import METRICS, ResultsView
+from bench.report.tuning import choice_problem
 
 
 def beats_model(view: ResultsView, rule: dict, cfg: dict) -> dict:
@@ -16,7 +17,10 @@ def beats_model(view: ResultsView, rule: dict, cfg: dict) -> dict:
     capacity and training settings) and C3-beats-tuned-sasrec (over SASRec tuned on
     validation).  Holds when the target's seed mean is higher in every (dataset, metric)
     and, with ``require_significance``, the paired t-test over users (Holm over the cells)
-    is below alpha in every cell.
+    is below alpha in every cell.  With ``tuning_settings: n`` the other run must be a tuned
+    baseline whose setting validation chose: a cell is judged only once the tuning grid holds
+    n settings and every run of ``other`` has the validation-best setting's params
+    (``bench.report.tuning.choice_problem``).
     """
     target, other = rule["target"], rule["other"]
     metrics = rule.get("metrics", list(METRICS))
@@ -26,6 +30,10 @@ def beats_model(view: ResultsView, rule: dict, cfg: dict) -> dict:
         present = set(view.models(d))
         if target not in present or other not in present:
             notes.append(f"{d}: needs {target} and {other} (have {', '.join(sorted(present & {target, other})) or 'neither'})")
+            continue
+        problem = choice_problem(view.records, d, other, rule["tuning_settings"]) if rule.get("tuning_settings") else ""
+        if problem:
+            notes.append(f"{d}: {problem}")
             continue
         for metric in metrics:
             w = stats.welch(view.seeds(d, target, metric), view.seeds(d, other, metric))
