@@ -126,3 +126,10 @@ def test_diagnosis_shows_loss_type_only_for_models_that_read_it():
     assert _used("SASRec", "loss_type") and _used("GRU4Rec", "loss_type")
     assert not any(_used(m, "loss_type") for m in ("STOSA", "SVAE", "ACVAE"))  # their own objectives
     assert _used("STOSA", "hidden_size")
+
+
+def test_fig5_puts_the_no_diffusion_control_first(ctx):
+    """δ = 0 (DiffuRec-nodiff) is drawn as the first bar, before the paper's δ values."""
+    from bench.report.figures.settings import fig5_delta
+    drawn = [o for o in fig5_delta(ctx, "beauty") if isinstance(o, Drawn)]
+    assert drawn and drawn[0].what == "DiffuRec under 0.0, 0.001, 1.0"

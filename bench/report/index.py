@@ -17,7 +17,7 @@ from bench.report.context import Drawn
 
 ENV_KEYS = ("python", "torch", "recbole", "numpy", "platform", "cpu", "device", "git_revision", "git_dirty")
 BUDGET_COLUMNS = {"dataset": "Dataset", "runs_ok": "Runs ok", "runs_failed": "Failed", "models": "Models",
-                  "seeds": "Seeds", "users_evaluated": "Users evaluated", "users_in_data": "Users in data",
+                  "seeds": "Seed numbers", "users_evaluated": "Users evaluated", "users_in_data": "Users in data",
                   "items": "Items", "max_epochs": "Max epochs", "epochs_run": "Epochs run",
                   "max_users": "max_users", "max_train_prefixes": "max_train_prefixes"}
 

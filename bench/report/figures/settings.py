@@ -13,7 +13,7 @@ from bench.report.context import Context, Drawn, Missing
 from bench.report.figures.style import errbar, new_fig
 
 SCHEDULES = ("truncated_linear", "linear", "cosine", "sqrt")
-DELTAS = (0.001, 0.01, 0.1, 1.0)
+DELTAS = (0.0, 0.001, 0.01, 0.1, 1.0)  # 0: the no-diffusion control (DiffuRec-nodiff), beside the paper's four
 
 
 def setting_points(col: Collected, dataset: str, key: str, normalise: Callable = lambda v: v) -> pd.DataFrame:
@@ -79,6 +79,6 @@ def fig3_schedules(ctx: Context, dataset: str) -> list:
 
 
 def fig5_delta(ctx: Context, dataset: str) -> list:
-    """Fig. 5: DiffuRec under δ = 0.001, 0.01, 0.1, 1 (``lambda_scale``)."""
+    """Fig. 5: DiffuRec under δ = 0.001, 0.01, 0.1, 1 (``lambda_scale``), and δ = 0 where the control ran."""
     return _settings_figure(ctx, dataset, "5", "lambda_scale", DELTAS, "δ (lambda_scale)", float,
                             f"fig5_delta_{dataset}")
