@@ -282,3 +282,17 @@ def test_controls_table_pairs_each_control_with_diffurec(tmp_path):
     assert np.allclose(frame["paired_diff"], frame["mean_a"] - frame["mean_b"])
     md = (tmp_path / "reports" / PROFILE / "controls.md").read_text()
     assert "no diffusion" in md and "SASRec-tuned" not in md
+
+
+def test_tuning_md_names_the_choice_and_the_variant_to_add():
+    from bench.report.tuning import _tuning_md, tuning_table
+
+    def rec(model, valid, params):
+        return {"dataset": "beauty", "model": model, "base_model": "SASRec", "seed": 0, "status": "ok",
+                "params": {"epochs": 200, **params}, "variant": {"name": model, "params": params} if params else None,
+                "metrics": {"valid": {"NDCG@10": valid}, "test": {"NDCG@10": 0.9}}}
+
+    records = [rec("SASRec", 0.02, {}), rec("SASRec-tune-h128", 0.03, {"hidden_size": 128})]
+    md = _tuning_md(tuning_table(records), records)
+    assert "validation picks `h128` of 2 settings" in md
+    assert "`{name: SASRec-tuned, model: SASRec, params: {hidden_size: 128}, datasets: [beauty], seeds: [0, 1, 2]}`" in md

@@ -50,7 +50,8 @@ def validation_choice(records: list, dataset: str, base: str) -> dict | None:
     """The setting of ``base`` with the best validation NDCG@10 on ``dataset``, or None if it was not tuned.
 
     Returns {setting, model (the run name of that setting), params (its resolved params, lowest
-    seed), n_settings (how many settings the tuning grid holds so far)}.
+    seed), n_settings (how many settings the tuning grid holds so far), variant_params (what that
+    setting changes from the model's YAML)}.
     """
     mine = [r for r in records if r["dataset"] == dataset and r.get("base_model") == base
             and r.get("status", "ok") == "ok"]
@@ -60,7 +61,8 @@ def validation_choice(records: list, dataset: str, base: str) -> dict | None:
     setting = frame[frame["best"]].iloc[0]["setting"]
     name = base if setting == "default" else f"{base}{TUNE_TAG}{setting}"
     source = min((r for r in mine if r["model"] == name), key=lambda r: r["seed"])
-    return {"setting": setting, "model": name, "params": source.get("params") or {}, "n_settings": len(frame)}
+    return {"setting": setting, "model": name, "params": source.get("params") or {}, "n_settings": len(frame),
+            "variant_params": (source.get("variant") or {}).get("params") or {}}
 
 
 def choice_problem(records: list, dataset: str, tuned: str, n_settings: int) -> str:
@@ -93,7 +95,9 @@ def _choice_lines(records: list, frame: pd.DataFrame) -> str:
         seeds = sorted(r["seed"] for r in records if r["dataset"] == dataset and r["model"] == tuned
                        and r.get("status", "ok") == "ok")
         if not seeds:
-            state = f"`{tuned}` has no run yet"
+            params = ", ".join(f"{k}: {v}" for k, v in sorted(choice["variant_params"].items()))
+            state = (f"`{tuned}` has no run yet (its profile variant: `{{name: {tuned}, model: {base}, "
+                     f"params: {{{params}}}, datasets: [{dataset}], seeds: [0, 1, 2]}}`)")
         else:
             problem = choice_problem(records, dataset, tuned, len(group))
             state = problem or f"`{tuned}` runs it (seeds {', '.join(map(str, seeds))})"
