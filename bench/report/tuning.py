@@ -65,25 +65,34 @@ def validation_choice(records: list, dataset: str, base: str) -> dict | None:
             "variant_params": (source.get("variant") or {}).get("params") or {}}
 
 
-def choice_problem(records: list, dataset: str, tuned: str, n_settings: int) -> str:
-    """Why the ``tuned`` runs on ``dataset`` are not (yet) the validation choice; '' when they are.
+def _ok_runs(records: list, dataset: str, model: str) -> list:
+    return [r for r in records if r["dataset"] == dataset and r["model"] == model and r.get("status", "ok") == "ok"]
 
-    Needs the whole tuning grid (``n_settings`` settings with records) and every ``tuned`` record's
-    resolved params equal to those of the validation-best setting's run.
-    """
-    base = tuned[: -len(TUNED_TAG)] if tuned.endswith(TUNED_TAG) else tuned.split("-", 1)[0]
-    choice = validation_choice(records, dataset, base)
+
+def _mismatch(choice: dict | None, runs: list, n_settings: int) -> str:
+    """Why ``runs`` (of one tuned model on one dataset) are not the validation ``choice``; '' when they are."""
     have = choice["n_settings"] if choice else 0
     if have < n_settings:
-        return f"the tuning grid of {base} has {have} of {n_settings} settings"
-    runs = [r for r in records if r["dataset"] == dataset and r["model"] == tuned and r.get("status", "ok") == "ok"]
+        return f"the tuning grid of {runs[0]['base_model']} has {have} of {n_settings} settings"
     for r in runs:
         params = r.get("params") or {}
         differ = sorted(k for k in set(params) | set(choice["params"]) if params.get(k) != choice["params"].get(k))
         if differ:
-            return (f"{tuned} seed {r['seed']} is not the validation-best setting {choice['setting']} "
+            return (f"{r['model']} seed {r['seed']} is not the validation-best setting {choice['setting']} "
                     f"(differs in {', '.join(differ)})")
     return ""
+
+
+def choice_problem(records: list, dataset: str, tuned: str, n_settings: int) -> str:
+    """Why the ``tuned`` runs on ``dataset`` are not (yet) the validation choice; '' when they are.
+
+    Needs the whole tuning grid of their base model (``n_settings`` settings with records) and every
+    ``tuned`` record's resolved params equal to those of the validation-best setting's run.
+    """
+    runs = _ok_runs(records, dataset, tuned)
+    if not runs:
+        return f"no {tuned} run"
+    return _mismatch(validation_choice(records, dataset, runs[0]["base_model"]), runs, n_settings)
 
 
 def _choice_lines(records: list, frame: pd.DataFrame) -> str:
@@ -92,15 +101,14 @@ def _choice_lines(records: list, frame: pd.DataFrame) -> str:
     for (dataset, base), group in frame.groupby(["dataset", "model"], sort=False):
         choice = validation_choice(records, dataset, base)
         tuned = f"{base}{TUNED_TAG}"
-        seeds = sorted(r["seed"] for r in records if r["dataset"] == dataset and r["model"] == tuned
-                       and r.get("status", "ok") == "ok")
-        if not seeds:
+        runs = _ok_runs(records, dataset, tuned)
+        if not runs:
             params = ", ".join(f"{k}: {v}" for k, v in sorted(choice["variant_params"].items()))
             state = (f"`{tuned}` has no run yet (its profile variant: `{{name: {tuned}, model: {base}, "
                      f"params: {{{params}}}, datasets: [{dataset}], seeds: [0, 1, 2]}}`)")
         else:
-            problem = choice_problem(records, dataset, tuned, len(group))
-            state = problem or f"`{tuned}` runs it (seeds {', '.join(map(str, seeds))})"
+            seeds = ", ".join(str(r["seed"]) for r in sorted(runs, key=lambda r: r["seed"]))
+            state = _mismatch(choice, runs, len(group)) or f"`{tuned}` runs it (seeds {seeds})"
         lines.append(f"- {dataset_title(dataset)}, {base}: validation picks `{choice['setting']}` "
                      f"of {len(group)} settings; {state}.")
     return "\n".join(lines)
