@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--executor", choices=["local", "ray"], default="local")
     grid.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
     grid.add_argument("--list", action="store_true",
-                      help="print the runs without an ok record (MODEL DATASET SEED, grid order); train nothing")
+                      help="print the runs without an ok record (MODEL DATASET SEED, in the profile's priority order); train nothing")
     _training_args(grid)
     grid.set_defaults(func=cmd_grid)
 

@@ -11,7 +11,7 @@
 #      GPU check's comparison), the `full` profile's timing pass on the device for the cost
 #      table's GPU column (`bench cost --timing-batches 20`: cost/speed/timing-full-*-cuda.json
 #      in logs.tgz, timed while other jobs share the GPU), then one `bench grid --profile paper`
-#      per (model, dataset, seed) without a committed record (`bench grid --list`), PRIORITY first;
+#      per (model, dataset, seed) without a committed record (`bench grid --list`, paper.yaml's priority);
 #   3. at DEADLINE every job still running is stopped (its run is lost: the machine is bare next
 #      time), and what finished is packed: $OUT/paper-results.tgz (records), gpu-<device>.md/.json
 #      (the check), logs.tgz, summary.txt.  Records and logs are also packed every 20 s, so a
@@ -40,22 +40,15 @@ timeout 120 "$py" -m bench.cli speed --dataset beauty --models SASRec DiffuRec -
   --device "$dev" --reports-dir "$work/speed" ${GPU_SPEED_ARGS:-} > "$work/logs/speed.log" 2>&1
 echo "speed (alone on $dev): rc=$? $((SECONDS - t0)) s" | tee -a "$out/summary.txt"
 
-# The paper runs still missing from the committed records (`bench grid --list`, grid order: seed 0
-# of every model, the analysis variants, the tuning runs, then the other seeds), those of
-# PRIORITY first (what a reviewer needs first: all five seeds of DiffuRec and SASRec on Beauty,
-# the controls of README "Controls" and the SASRec tuning grid on Beauty, Toys seed 0 of all
-# ten, then DiffuRec and SASRec on Toys); GPU_DATASETS: ML-1M at its full
-# length is left out by default (an epoch there is 116 M history tokens, Beauty's 1.1 M).
-# The committed records are copied into the work store, so the grid skips them.
+# The paper runs still missing from the committed records, in the profile's `priority:` order
+# (`bench grid --list`; paper.yaml says what a reviewer needs first: all five seeds of DiffuRec and
+# SASRec on Beauty, Table 2's Beauty column, the controls and the SASRec tuning grid, Toys);
+# GPU_DATASETS: ML-1M at its full length is left out by default (an epoch there is 116 M history
+# tokens, Beauty's 1.1 M).  The committed records are copied into the work store, so the grid
+# skips them.
 if [ -z "${JOBS:-}" ]; then
   mkdir -p "$work/results" && cp -r results/paper "$work/results/" 2>/dev/null
-  missing=$("$py" -m bench.cli grid --profile paper --list --datasets ${GPU_DATASETS:-beauty toys})
-  # base models are the names without a hyphen (every variant is "<Model>-<what>")
-  priority=$(echo "$missing" | awk '$2 == "beauty" && ($1 == "DiffuRec" || $1 == "SASRec")'
-             echo "$missing" | awk '$2 == "beauty" && $3 == 0 && $1 !~ /-/'
-             echo "$missing" | awk '$2 == "beauty" && $3 <= 2 && $1 ~ /^(DiffuRec-nodiff|SASRec-matched|SASRec-tune-)/'
-             echo "$missing" | awk '$2 == "toys" && ($3 == 0 && $1 !~ /-/ || $1 == "DiffuRec" || $1 == "SASRec")')
-  paper_jobs=$(printf '%s\n%s\n' "$priority" "$missing" | awk 'NF && !seen[$0]++' \
+  paper_jobs=$("$py" -m bench.cli grid --profile paper --list --datasets ${GPU_DATASETS:-beauty toys} \
     | while read -r m d s; do echo "paper-$m-$d-$s:grid --profile paper --models $m --datasets $d --seeds $s --device $dev --results-dir $work/results"; done)
   default_jobs="check:check --profile paper --device $dev --results-dir $work/check --reports-dir $work/check
   smoke-dev:grid --profile smoke --seeds 0 --device $dev --results-dir $work/smoke-dev

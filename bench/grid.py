@@ -9,7 +9,7 @@ from __future__ import annotations
 from tqdm import tqdm
 
 from bench.errors import BenchError
-from bench.profiles import grid, load_profile
+from bench.profiles import grid, load_profile, prioritised
 from datasets.prepare import DataError, load_card, resolve_data_dir, verified_source
 
 
@@ -30,13 +30,15 @@ def expected_entries(profile: dict, models=None, datasets=None, seeds=None):
 
 
 def present_entries(profile: dict, data_dir=None, models=None, datasets=None, seeds=None):
-    """(the grid's entries on the datasets whose file is present, {skipped dataset: why})."""
+    """(the grid's entries on the datasets whose file is present, in the profile's priority order,
+    {skipped dataset: why})."""
     present, missing = available_datasets(profile, data_dir)
-    return grid(profile, models, [d for d in (datasets or profile["datasets"]) if d in present], seeds), missing
+    entries = grid(profile, models, [d for d in (datasets or profile["datasets"]) if d in present], seeds)
+    return prioritised(profile, entries), missing
 
 
 def missing_entries(profile_name, results_dir, data_dir=None, models=None, datasets=None, seeds=None) -> list:
-    """The grid's entries (datasets present only) that have no ok record yet, in grid order."""
+    """The grid's entries (datasets present only) that have no ok record yet, in priority order."""
     from bench import store
 
     profile = load_profile(profile_name)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 from bench.errors import BenchError
@@ -10,7 +11,8 @@ from bench.zoo import discover, load_yaml
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 REQUIRED = ("protocol", "datasets", "models", "seeds", "train")
 KNOWN = REQUIRED + ("description", "max_users", "max_train_prefixes", "stop_users", "max_seq_len",
-                    "model_overrides", "variants", "extra_evals", "determinism", "tuning", "controls")
+                    "model_overrides", "variants", "extra_evals", "determinism", "tuning", "controls", "priority")
+PRIORITY_KEYS = ("models", "datasets", "seeds")
 
 
 def profile_names() -> list[str]:
@@ -34,6 +36,12 @@ def load_profile(name: str) -> dict:
     profile.setdefault("variants", [])
     profile.setdefault("extra_evals", {})
     profile.setdefault("max_seq_len", {})
+    profile.setdefault("priority", [])
+    for i, rule in enumerate(profile["priority"]):
+        bad = sorted(set(rule) - set(PRIORITY_KEYS)) if isinstance(rule, dict) else [repr(rule)]
+        if bad:
+            raise BenchError(f"{path}: priority[{i}]: unknown key(s) {', '.join(bad)} "
+                             f"(a rule is a dict of {', '.join(PRIORITY_KEYS)})")
     return profile
 
 
@@ -126,3 +134,34 @@ def grid(profile: dict, models=None, datasets=None, seeds=None) -> list[Entry]:
                     variant_entries.append(Entry(dataset, var["name"], int(seed), base, _freeze(var.get("params", {}))))
         entries += variant_entries
     return entries
+
+
+def _rule_matches(rule: dict, entry: Entry) -> bool:
+    """``models``: fnmatch patterns over grid names, or ``base`` (the profile's models, no variants)."""
+    models = rule.get("models")
+    if models == "base":
+        ok_model = entry.model == entry.base_model and not entry.variant
+    else:
+        ok_model = models is None or any(fnmatchcase(entry.model, pattern) for pattern in models)
+    return (ok_model and entry.dataset in rule.get("datasets", [entry.dataset])
+            and entry.seed in rule.get("seeds", [entry.seed]))
+
+
+def prioritised(profile: dict, entries: list[Entry]) -> list[Entry]:
+    """Entries reordered by the profile's ``priority`` rules: those the first rule matches (in
+    grid order), then the second's, ..., then the rest in grid order.
+
+    A rule whose ``models`` pattern matches no model of the grid is an error: a typo there would
+    silently demote the runs it meant to put first.
+    """
+    rules = profile.get("priority", [])
+    names = {e.model for e in grid(profile)} if rules else set()
+    for i, rule in enumerate(rules):
+        for pattern in (rule.get("models") or []) if rule.get("models") != "base" else []:
+            if not any(fnmatchcase(name, pattern) for name in names):
+                raise BenchError(f"profile '{profile['name']}': priority[{i}]: models pattern '{pattern}' "
+                                 f"matches no model of the grid")
+    rank = {}
+    for e in entries:
+        rank[e] = next((i for i, rule in enumerate(rules) if _rule_matches(rule, e)), len(rules))
+    return sorted(entries, key=lambda e: rank[e])  # stable: grid order within a rule

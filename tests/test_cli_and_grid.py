@@ -1,6 +1,7 @@
 """Command line: bad input ends in one clear line; the grid records failures, resumes,
 and never loses a finished result."""
 import json
+import re
 import shutil
 
 import numpy as np
@@ -154,3 +155,45 @@ def test_grid_list_prints_the_runs_without_an_ok_record(tmp_path, capsys):
     assert cli.main(argv) == 0
     assert capsys.readouterr().out.splitlines() == ["DiffuRec beauty 0"]  # nothing was trained
     assert not (tmp_path / "smoke" / "beauty" / "DiffuRec").exists()
+
+
+def _order(profile_path, **kw):
+    from bench.profiles import grid, load_profile, prioritised
+    profile = load_profile(profile_path)
+    return [(e.model, e.dataset, e.seed) for e in prioritised(profile, grid(profile, **kw))]
+
+
+def test_priority_rules_reorder_the_grid_and_keep_grid_order_within_a_rule(tmp_path):
+    variants = [{"name": "SASRec-wide", "model": "SASRec", "params": {"hidden_size": 128}}]
+    path = profile_file(tmp_path, variants=variants,
+                        priority=[{"models": ["SASRec*"], "seeds": [1]}, {"models": "base", "seeds": [0]}])
+    assert _order(path) == [("SASRec", "beauty", 1), ("SASRec-wide", "beauty", 1),  # rule 0, grid order
+                            ("GRU4Rec", "beauty", 0), ("SASRec", "beauty", 0),          # rule 1: no variant
+                            ("SASRec-wide", "beauty", 0), ("GRU4Rec", "beauty", 1)]     # the rest, grid order
+    assert _order(profile_file(tmp_path, variants=variants)) == [  # no rules: grid order
+        ("GRU4Rec", "beauty", 0), ("SASRec", "beauty", 0), ("SASRec-wide", "beauty", 0),
+        ("GRU4Rec", "beauty", 1), ("SASRec", "beauty", 1), ("SASRec-wide", "beauty", 1)]
+
+
+@pytest.mark.parametrize("rule, culprit", [
+    ({"model": ["SASRec"]}, "priority[0]: unknown key(s) model"),
+    ({"models": ["SASRex"]}, "priority[0]: models pattern 'SASRex' matches no model"),
+])
+def test_a_bad_priority_rule_is_named(tmp_path, rule, culprit):
+    with pytest.raises(BenchError, match=re.escape(culprit)):
+        _order(profile_file(tmp_path, priority=[rule]))
+
+
+def test_paper_profile_puts_the_headline_and_the_controls_first():
+    """What a lent GPU session runs first (bench/gpu_session.sh takes `grid --list`'s order)."""
+    order = _order("paper", datasets=["beauty", "toys"])
+    head = order[:10]
+    assert {m for m, d, s in head} == {"DiffuRec", "SASRec"} and {d for m, d, s in head} == {"beauty"}
+    assert {s for m, d, s in head} == {0, 1, 2, 3, 4}
+    after = order[10:10 + 8]  # the other eight base models, Beauty seed 0
+    assert all(d == "beauty" and s == 0 and "-" not in m for m, d, s in after)
+    controls = order[18:29]  # seeds 0-2 of the two controls, seed 0 of the five tuning settings
+    assert {m for m, d, s in controls} == {"DiffuRec-nodiff", "SASRec-matched", "SASRec-tune-h64.b2.d0.2",
+                                           "SASRec-tune-h128.b2.d0.5", "SASRec-tune-h128.b2.d0.2",
+                                           "SASRec-tune-h128.b4.d0.5", "SASRec-tune-h128.b4.d0.2"}
+    assert all(d == "toys" and s == 0 for m, d, s in order[29:39])
