@@ -10,7 +10,11 @@ and writes ``reports/speed/convergence-<dataset>.md`` from every timing file and
   exist, else the timing pass);
 * epochs to the best checkpoint and epochs run, where a record exists;
 * projected hours of one run and of the whole grid (the profile's datasets with data, five
-  seeds, base models) here, and on a GPU where a GPU timing file exists.
+  seeds, base models) here, and on a GPU where a GPU timing file exists;
+
+and ``reports/speed/campaign-<profile>.md``: every run still without a record, variants included, in
+the order ``bench grid`` runs them (the profile's ``priority:``), with its projected hours (see
+:func:`queue_rows`) and the running total, so that "what is left, in hours" is a command's output.
 
 A run's cost is modelled as  epochs x (s/epoch + stop-validation s / eval_step)  +  the final
 ranking of every user (validation, test and each extra evaluation).  Epoch counts of models
@@ -32,6 +36,9 @@ from bench.zoo import discover
 from datasets.prepare import load_sequences
 
 DEFAULT_EPOCHS = 40  # used only when no record of the profile exists at all
+# params whose change moves a run's cost away from its base model's (width, depth, batch, schedule)
+COST_PARAMS = {"hidden_size", "inner_size", "n_layers", "train_batch_size", "epochs", "eval_step", "stopping_step",
+               "approximator", "loss_type", "MAX_ITEM_LIST_LENGTH"}
 
 
 def timing_pass(profile: dict, dataset: str, models: list[str], max_batches: int, eval_users: int,
@@ -111,6 +118,75 @@ def cost_rows(profile: dict, results_dir, timings: dict, datasets: list[str], n_
     return rows
 
 
+def record_hours(record: dict) -> float:
+    """Measured hours of one finished run: training, its validations and the final ranking."""
+    t = record["timing"]
+    return (t["train_s"] + t.get("eval_s", 0.0) + t.get("test_eval_s", 0.0)) / 3600
+
+
+def queue_rows(profile: dict, results_dir, rows: list[dict], data_dir=None) -> list[dict]:
+    """The runs without a record, in ``bench grid`` order, each with projected hours on this machine.
+
+    A base run costs what its model's records on that dataset took (their mean), else the cost
+    model's run hours (``rows``). A variant costs its base model's hours there, times the ratio
+    variant/base measured on another dataset where both have records (``STOSA-patience40`` on Toys:
+    STOSA's Toys hours x its Beauty ratio), else its base model's hours ("as its base", marked rough
+    where it changes a ``COST_PARAMS`` key: a variant that trains longer or wider costs more). Returns
+    dicts: model, dataset, seed, hours (None if unknown), cumulative, basis.
+    """
+    from bench.grid import missing_entries
+
+    measured = {}
+    for r in store.load_records(results_dir, profile["name"]):
+        measured.setdefault((r["dataset"], r["model"]), []).append(record_hours(r))
+    mean = {key: float(np.mean(v)) for key, v in measured.items()}
+    modelled = {(ds, r["model"]): d["run_h"] for r in rows for ds, d in r["datasets"].items()}
+
+    assumed = {(ds, r["model"]) for r in rows for ds, d in r["datasets"].items() if d["assumed_epochs"]}
+
+    def base_hours(dataset, model):
+        if (dataset, model) in mean:
+            return mean[(dataset, model)], f"{model}'s runs here"
+        why = "s/epoch timed, epochs assumed" if (dataset, model) in assumed else "s/epoch and epochs from its runs"
+        return modelled.get((dataset, model)), f"cost model ({why})"
+
+    out, total = [], 0.0
+    for e in missing_entries(profile, results_dir, data_dir):
+        hours, basis = base_hours(e.dataset, e.base_model)
+        if e.model != e.base_model:
+            mine, protocol = resolve(e, profile)
+            base, base_protocol = resolve(Entry(e.dataset, e.base_model, e.seed, e.base_model), profile)
+            changed = [f"{k} {base.get(k)} -> {mine.get(k)}" for k in sorted(COST_PARAMS)
+                       if mine.get(k) != base.get(k)]
+            if protocol != base_protocol:  # the paper protocol ranks the test set at every improvement
+                changed.append(f"protocol {base_protocol} -> {protocol}")
+            basis = "as its base" + (f"; rough: {', '.join(changed)}" if changed else "")
+            for (ds, name), h in sorted(mean.items()):
+                if name == e.model and (ds, e.base_model) in mean and hours is not None:
+                    ratio = h / mean[(ds, e.base_model)]
+                    hours, basis = hours * ratio, f"base x {ratio:.2f} (the two measured on {ds})"
+                    break
+        total += hours or 0.0
+        out.append({"model": e.model, "dataset": e.dataset, "seed": e.seed, "hours": hours,
+                    "cumulative": total, "basis": basis if hours is not None else "no timing"})
+    return out
+
+
+def render_queue(queue: list[dict], profile: str) -> str:
+    """``campaign-<profile>.md``: the runs left, projected hours, running total."""
+    known = sum(q["hours"] or 0.0 for q in queue)
+    body = [[i + 1, q["model"], q["dataset"], q["seed"], _h(q["hours"]), _h(q["cumulative"]), q["basis"]]
+            for i, q in enumerate(queue)]
+    return "\n".join([
+        f"# Runs left — profile `{profile}`", "",
+        f"{len(queue)} runs without a record, in the order `bench grid --profile {profile}` runs them (the "
+        "profile's `priority:`, then grid order), datasets with data only. Hours are one process on this "
+        "machine, projected from the records (`bench/cost.py`, `queue_rows`); two lanes share the 2 cores, so "
+        "wall time is about half. A run in flight counts in full.", "",
+        md_table(["#", "run", "dataset", "seed", "h", "cumulative h", "basis"], body), "",
+        f"Total: {known:.0f} process-hours (runs with a projection).", ""])
+
+
 def _h(x) -> str:
     return "–" if x is None else f"{x:.1f}"
 
@@ -177,6 +253,8 @@ def write_cost_report(profile_name: str, results_dir, reports_dir, dataset: str,
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"convergence-{dataset}.md"
     path.write_text(text + "\n")
+    queue = queue_rows(profile, results_dir, rows, data_dir)
+    (folder / f"campaign-{profile['name']}.md").write_text(render_queue(queue, profile["name"]))
     return path
 
 

@@ -37,11 +37,14 @@ def present_entries(profile: dict, data_dir=None, models=None, datasets=None, se
     return prioritised(profile, entries), missing
 
 
-def missing_entries(profile_name, results_dir, data_dir=None, models=None, datasets=None, seeds=None) -> list:
-    """The grid's entries (datasets present only) that have no ok record yet, in priority order."""
+def missing_entries(profile, results_dir, data_dir=None, models=None, datasets=None, seeds=None) -> list:
+    """The grid's entries (datasets present only) that have no ok record yet, in priority order.
+
+    profile: a profile's name, or the dict ``load_profile`` returns.
+    """
     from bench import store
 
-    profile = load_profile(profile_name)
+    profile = load_profile(profile) if isinstance(profile, str) else profile
     entries, _ = present_entries(profile, data_dir, models, datasets, seeds)
     return [e for e in entries if (store.read_record(store.run_dir(results_dir, profile["name"], e.dataset, e.model,
                                                                    e.seed)) or {}).get("status") != "ok"]
