@@ -42,6 +42,10 @@ def load_profile(name: str) -> dict:
         if bad:
             raise BenchError(f"{path}: priority[{i}]: unknown key(s) {', '.join(bad)} "
                              f"(a rule is a dict of {', '.join(PRIORITY_KEYS)})")
+        for key, value in rule.items():
+            if not (isinstance(value, list) or (key == "models" and value == "base")):
+                raise BenchError(f"{path}: priority[{i}].{key}: expected a list"
+                                 + (" or 'base'" if key == "models" else "") + f", got {value!r}")
     return profile
 
 

@@ -178,6 +178,7 @@ def test_priority_rules_reorder_the_grid_and_keep_grid_order_within_a_rule(tmp_p
 @pytest.mark.parametrize("rule, culprit", [
     ({"model": ["SASRec"]}, "priority[0]: unknown key(s) model"),
     ({"models": ["SASRex"]}, "priority[0]: models pattern 'SASRex' matches no model"),
+    ({"datasets": "beauty"}, "priority[0].datasets: expected a list, got 'beauty'"),
 ])
 def test_a_bad_priority_rule_is_named(tmp_path, rule, culprit):
     with pytest.raises(BenchError, match=re.escape(culprit)):
