@@ -141,7 +141,6 @@ def queue_rows(profile: dict, results_dir, rows: list[dict], data_dir=None) -> l
         measured.setdefault((r["dataset"], r["model"]), []).append(record_hours(r))
     mean = {key: float(np.mean(v)) for key, v in measured.items()}
     modelled = {(ds, r["model"]): d["run_h"] for r in rows for ds, d in r["datasets"].items()}
-
     assumed = {(ds, r["model"]) for r in rows for ds, d in r["datasets"].items() if d["assumed_epochs"]}
 
     def base_hours(dataset, model):
