@@ -118,6 +118,11 @@ def test_diagnosis_tables_the_named_runs_beside_the_base_run(tmp_path, monkeypat
     run = store.read_record(store.run_dir(root, PROFILE, "beauty", "GRU4Rec-bpr", 0))
     assert f"| 1 | {100 * run['metrics']['test']['HR@10']:.2f} |" in rows["GRU4Rec-bpr"]
     assert "Not run yet: `GRU4Rec-never-run`." in section and "the loss." in section
+    expected = [("beauty", "GRU4Rec", 0), ("beauty", "GRU4Rec-bpr", 0), ("toys", "GRU4Rec-never-run", 0)]
+    [table] = diagnosis.diagnosis(Context(collect(root, PROFILE), data_dir=tmp_path / "no-data", expected=expected))
+    section = table.md.split("## GRU4Rec on Beauty")[1].split("\n## ")[0]
+    assert "Not run yet" not in section  # the grid has it on Toys only
+    assert "Not in this profile's grid for Beauty: `GRU4Rec-never-run`." in section
 
 
 def test_diagnosis_shows_loss_type_only_for_models_that_read_it():

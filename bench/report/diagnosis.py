@@ -55,7 +55,7 @@ def _curve_line(record: dict, points: int = 8) -> str:
 
 
 def _section(dataset: str, model: str, cells: pd.DataFrame, records: list, notes: dict,
-             all_records: list) -> list[str]:
+             all_records: list, planned: set | None) -> list[str]:
     lines = [f"## {model} on {dataset_title(dataset)}", ""]
     rows = [[r["metric"], f"{r['paper_pct']:.2f}", f"{r['ours_pct']:.2f}", f"{r['ratio']:.2f}", str(r["n_seeds"])]
             for _, r in cells.iterrows()]
@@ -70,7 +70,7 @@ def _section(dataset: str, model: str, cells: pd.DataFrame, records: list, notes
     shown = ", ".join(f"{k} {params[k]}" for k in SETTINGS if k in params and _used(model, k))
     lines += ["", f"Settings: {shown}.", ""]
     entry = notes.get(model) or {}
-    lines += _test_runs(dataset, model, entry.get("runs") or [], cells, all_records)
+    lines += _test_runs(dataset, model, entry.get("runs") or [], cells, all_records, planned)
     note = entry.get(dataset) or entry.get("all")
     lines += [note.strip() if note else "*Not yet diagnosed.*", ""]
     return lines
@@ -80,19 +80,22 @@ def _mean_test(records: list, metric: str) -> float:
     return 100 * float(np.mean([r["metrics"]["test"][metric] for r in records]))
 
 
-def _test_runs(dataset: str, model: str, names: list, cells: pd.DataFrame, all_records: list) -> list[str]:
+def _test_runs(dataset: str, model: str, names: list, cells: pd.DataFrame, all_records: list,
+               planned: set | None) -> list[str]:
     """The runs with the suspected cause removed, beside the base run: test metrics (mean over seeds, %) and
-    their ratio to the paper, best epoch and what stopped them; a named run without a record is listed as such."""
+    their ratio to the paper, best epoch and what stopped them. A named run without a record is listed as not
+    run yet where the profile's grid has it on this dataset (``planned``: its (dataset, model) pairs; None:
+    unknown), else as not in the profile for this dataset."""
     if not names:
         return []
     paper = dict(zip(cells["metric"], cells["paper_pct"]))
     header = ["Run", "Seeds", *(f"{m} (%)" for m in JUDGED), *(f"{m} / paper" for m in JUDGED), "Best epoch / run"]
-    rows, missing = [], []
+    rows, missing, unplanned = [], [], []
     for name in [model, *names]:
         runs = sorted((r for r in all_records if r["dataset"] == dataset and r["model"] == name),
                       key=lambda r: r["seed"])
         if not runs:
-            missing.append(f"`{name}`")
+            (missing if planned is None or (dataset, name) in planned else unplanned).append(f"`{name}`")
             continue
         values = [_mean_test(runs, m) for m in JUDGED]
         ratios = [f"{v / paper[m]:.2f}" if paper.get(m) else "–" for v, m in zip(values, JUDGED)]
@@ -104,6 +107,8 @@ def _test_runs(dataset: str, model: str, names: list, cells: pd.DataFrame, all_r
              "`bench/profiles/full.yaml` defines each):", "", md_table(header, rows), ""]
     if missing:
         lines += [f"Not run yet: {', '.join(missing)}.", ""]
+    if unplanned:
+        lines += [f"Not in this profile's grid for {dataset_title(dataset)}: {', '.join(unplanned)}.", ""]
     return lines
 
 
@@ -122,6 +127,7 @@ def diagnosis(ctx: Context) -> list[Table]:
         lines.append("Every model with a run lies inside the band.")
     for (dataset, model), cells in bad.groupby(["dataset", "model"], sort=False):
         records = [r for r in ctx.col.ok_records if r["dataset"] == dataset and r["model"] == model]
-        lines += _section(dataset, model, cells, records, notes, ctx.col.ok_records)
+        planned = None if ctx.expected is None else {(d, m) for d, m, _ in ctx.expected}
+        lines += _section(dataset, model, cells, records, notes, ctx.col.ok_records, planned)
     return [Table("Diagnosis (models outside 0.8-1.25x the paper)", "diagnosis", "\n".join(lines) + "\n",
                   bad.reset_index(drop=True))]
