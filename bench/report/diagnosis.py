@@ -54,7 +54,7 @@ def _curve_line(record: dict, points: int = 8) -> str:
     return ", ".join(f"ep {vals[i][0] + 1}: {100 * vals[i][1]:.2f}" for i in idx)
 
 
-def _section(dataset: str, model: str, cells: pd.DataFrame, records: list, notes: dict,
+def _section(dataset: str, model: str, cells: pd.DataFrame, paper: dict, records: list, notes: dict,
              all_records: list, planned: set | None) -> list[str]:
     lines = [f"## {model} on {dataset_title(dataset)}", ""]
     rows = [[r["metric"], f"{r['paper_pct']:.2f}", f"{r['ours_pct']:.2f}", f"{r['ratio']:.2f}", str(r["n_seeds"])]
@@ -70,7 +70,7 @@ def _section(dataset: str, model: str, cells: pd.DataFrame, records: list, notes
     shown = ", ".join(f"{k} {params[k]}" for k in SETTINGS if k in params and _used(model, k))
     lines += ["", f"Settings: {shown}.", ""]
     entry = notes.get(model) or {}
-    lines += _test_runs(dataset, model, entry.get("runs") or [], cells, all_records, planned)
+    lines += _test_runs(dataset, model, entry.get("runs") or [], paper, all_records, planned)
     note = entry.get(dataset) or entry.get("all")
     lines += [note.strip() if note else "*Not yet diagnosed.*", ""]
     return lines
@@ -80,7 +80,7 @@ def _mean_test(records: list, metric: str) -> float:
     return 100 * float(np.mean([r["metrics"]["test"][metric] for r in records]))
 
 
-def _test_runs(dataset: str, model: str, names: list, cells: pd.DataFrame, all_records: list,
+def _test_runs(dataset: str, model: str, names: list, paper: dict, all_records: list,
                planned: set | None) -> list[str]:
     """The runs with the suspected cause removed, beside the base run: test metrics (mean over seeds, %) and
     their ratio to the paper, best epoch and what stopped them. A named run without a record is listed as not
@@ -88,7 +88,6 @@ def _test_runs(dataset: str, model: str, names: list, cells: pd.DataFrame, all_r
     unknown), else as not in the profile for this dataset."""
     if not names:
         return []
-    paper = dict(zip(cells["metric"], cells["paper_pct"]))
     header = ["Run", "Seeds", *(f"{m} (%)" for m in JUDGED), *(f"{m} / paper" for m in JUDGED), "Best epoch / run"]
     rows, missing, unplanned = [], [], []
     for name in [model, *names]:
@@ -128,6 +127,9 @@ def diagnosis(ctx: Context) -> list[Table]:
     for (dataset, model), cells in bad.groupby(["dataset", "model"], sort=False):
         records = [r for r in ctx.col.ok_records if r["dataset"] == dataset and r["model"] == model]
         planned = None if ctx.expected is None else {(d, m) for d, m, _ in ctx.expected}
-        lines += _section(dataset, model, cells, records, notes, ctx.col.ok_records, planned)
+        # the paper's value of both judged metrics, also the one inside the band, for the ratios of the runs table
+        mine = gap[(gap["table"] == "2") & (gap["dataset"] == dataset) & (gap["model"] == model)]
+        paper = dict(zip(mine["metric"], mine["paper_pct"]))
+        lines += _section(dataset, model, cells, paper, records, notes, ctx.col.ok_records, planned)
     return [Table("Diagnosis (models outside 0.8-1.25x the paper)", "diagnosis", "\n".join(lines) + "\n",
                   bad.reset_index(drop=True))]
