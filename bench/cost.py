@@ -38,7 +38,7 @@ from datasets.prepare import load_sequences
 DEFAULT_EPOCHS = 40  # used only when no record of the profile exists at all
 # params whose change moves a run's cost away from its base model's (width, depth, batch, schedule)
 COST_PARAMS = {"hidden_size", "inner_size", "n_layers", "train_batch_size", "epochs", "eval_step", "stopping_step",
-               "approximator", "loss_type", "MAX_ITEM_LIST_LENGTH"}
+               "loss_type", "MAX_ITEM_LIST_LENGTH"}
 
 
 def timing_pass(profile: dict, dataset: str, models: list[str], max_batches: int, eval_users: int,

@@ -124,9 +124,9 @@ def diagnosis(ctx: Context) -> list[Table]:
              "(`bench/diagnosis.yaml`). Curves: validation NDCG@10 (%) on the early-stopping users.", ""]
     if not len(bad):
         lines.append("Every model with a run lies inside the band.")
+    planned = None if ctx.expected is None else {(d, m) for d, m, _ in ctx.expected}
     for (dataset, model), cells in bad.groupby(["dataset", "model"], sort=False):
         records = [r for r in ctx.col.ok_records if r["dataset"] == dataset and r["model"] == model]
-        planned = None if ctx.expected is None else {(d, m) for d, m, _ in ctx.expected}
         # the paper's value of both judged metrics, also the one inside the band, for the ratios of the runs table
         mine = gap[(gap["table"] == "2") & (gap["dataset"] == dataset) & (gap["model"] == model)]
         paper = dict(zip(mine["metric"], mine["paper_pct"]))
