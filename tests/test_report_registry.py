@@ -125,6 +125,31 @@ def test_diagnosis_tables_the_named_runs_beside_the_base_run(tmp_path, monkeypat
     assert "Not in this profile's grid for Beauty: `GRU4Rec-never-run`." in section
 
 
+def test_diagnosis_runs_table_gives_both_ratios_when_one_metric_is_inside_the_band(tmp_path, monkeypatch):
+    """A model out of the band in one metric only still gets the paper ratio of both in its runs table."""
+    from bench.report import diagnosis
+    from bench.report.gap import gap_frame
+
+    root = tmp_path / "results"
+    build_full_store(root)
+    col = collect(root, PROFILE)
+    gap = gap_frame(col)
+    mine = gap[(gap["table"] == "2") & (gap["dataset"] == "beauty") & (gap["model"] == "GRU4Rec")]
+    ratio = dict(zip(mine["metric"], mine["ratio"]))
+    low, high = sorted((ratio["HR@10"], ratio["NDCG@10"]))
+    assert low < high
+    monkeypatch.setattr(diagnosis, "BAND", (0.0, (low + high) / 2))  # only the larger ratio lies outside
+    notes = tmp_path / "diagnosis.yaml"
+    notes.write_text("GRU4Rec:\n  runs: []\n  all: the loss.\n")
+    monkeypatch.setattr(diagnosis, "NOTES_FILE", notes)
+    monkeypatch.setattr(diagnosis, "_test_runs", lambda *args: [repr(args[3])])  # the paper values it receives
+    [table] = diagnosis.diagnosis(Context(col, data_dir=tmp_path / "no-data"))
+    section = table.md.split("## GRU4Rec on Beauty")[1].split("\n## ")[0]
+    shown = [line for line in section.splitlines() if line.startswith("| HR@10") or line.startswith("| NDCG@10")]
+    assert len(shown) == 1  # the cells table: only the metric outside the band
+    assert "'HR@10'" in section and "'NDCG@10'" in section  # the runs table: both
+
+
 def test_diagnosis_shows_loss_type_only_for_models_that_read_it():
     from bench.report.diagnosis import _used
 
