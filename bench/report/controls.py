@@ -47,7 +47,8 @@ def _md(frame: pd.DataFrame, labels: dict) -> str:
                      p_value(r.get("paired_p_holm")), p_value(r.get("welch_p_holm"))])
     return ("# Controls: what DiffuRec's result rests on\n\n"
             "Each control against DiffuRec on the same users (%, mean ± std over seeds). Δ = control − DiffuRec, "
-            "averaged over users (each user's value averaged over the seeds both have), with its paired 95 % "
+            "averaged over users (each user's value averaged over that model's own seeds: a control with fewer "
+            "seeds so far meets DiffuRec's mean over all of its seeds), with its paired 95 % "
             "interval; a negative Δ means DiffuRec is better. p: paired t-test over users and Welch t-test over "
             "seeds, Holm–Bonferroni over every row of this table. See README \"Controls\".\n\n"
             + md_table(["Dataset", "Control", "What it isolates", "Metric", "Control", "DiffuRec",
