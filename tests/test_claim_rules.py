@@ -123,3 +123,13 @@ def test_tuned_control_is_judged_only_on_the_validation_choice(view):
     partial = [r for r in view.records if r["model"] != "SASRec-tune-b1"]
     res = RULES["beats_model"](ResultsView(partial), rule, config())
     assert res["verdict"] == "not testable" and "has 5 of 6 settings" in res["reason"], res
+
+
+def test_tuned_control_picked_as_the_default_is_judged_on_the_base_runs(view):
+    """Validation picks SASRec's default (k=50) over every remaining setting: SASRec's runs stand for SASRec-tuned."""
+    rule = {**{c["id"]: c for c in load_claims()["claims"]}["C3-beats-tuned-sasrec"]["rule"], "tuning_settings": 5}
+    records = [r for r in view.records if r["model"] not in ("SASRec-tuned", "SASRec-tune-h128")]
+    res = RULES["beats_model"](ResultsView(records), rule, config())
+    assert res["verdict"] == "holds", res  # DiffuRec (k=30) above SASRec (k=50)
+    assert "validation picks SASRec's default setting, so SASRec's runs stand for SASRec-tuned" in res["reason"]
+    assert {row["other"] for row in res["evidence"]} == {"SASRec"}

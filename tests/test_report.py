@@ -243,6 +243,44 @@ def test_validation_choice_and_the_tuned_runs_that_must_match_it():
     assert "seed 2 is not the validation-best setting h128" in choice_problem(grid + bad, "beauty", "SASRec-tuned", 3)
 
 
+def test_when_validation_picks_the_default_the_base_runs_stand_for_the_tuned_model():
+    """No `<model>-tuned` rerun of the default: its runs would repeat the base runs bit for bit."""
+    from bench.report.tuning import _tuning_md, choice_problem, stand_in, tuning_table
+
+    def rec(model, seed, valid, params):
+        return {"dataset": "beauty", "model": model, "base_model": "SASRec", "seed": seed, "status": "ok",
+                "params": {"epochs": 200, **params}, "variant": {"name": model, "params": params} if params else None,
+                "metrics": {"valid": {"NDCG@10": valid}, "test": {"NDCG@10": 0.9}}}
+
+    base = [rec("SASRec", s, 0.030, {"hidden_size": 64}) for s in (0, 1, 2)]
+    grid = base + [rec("SASRec-tune-h128", 0, 0.020, {"hidden_size": 128})]
+    assert stand_in(grid, "beauty", "SASRec-tuned") == "SASRec"
+    assert choice_problem(grid, "beauty", "SASRec-tuned", 2) == ""
+    assert "has 2 of 6 settings" in choice_problem(grid, "beauty", "SASRec-tuned", 6)
+    assert "`SASRec`'s own runs (seeds 0, 1, 2) stand for `SASRec-tuned`" in _tuning_md(tuning_table(grid), grid)
+    better = grid + [rec("SASRec-tune-d0.2", 0, 0.040, {"dropout": 0.2})]  # now a setting beats the default
+    assert stand_in(better, "beauty", "SASRec-tuned") == "SASRec-tuned"
+    assert choice_problem(better, "beauty", "SASRec-tuned", 3) == "no SASRec-tuned run"
+    own = grid + [rec("SASRec-tuned", 0, 0.030, {"hidden_size": 64})]  # runs of its own are used as they are
+    assert stand_in(own, "beauty", "SASRec-tuned") == "SASRec-tuned"
+
+
+def test_controls_table_tables_the_base_runs_for_a_tuned_control_picked_as_the_default(tmp_path):
+    write_fake_run(tmp_path, "beauty", "DiffuRec", 0, (60, 30, 30), params=DIFFUREC_PARAMS)
+    write_fake_run(tmp_path, "beauty", "SASRec", 0, (70, 30, 30))
+    write_fake_run(tmp_path, "beauty", "SASRec-tune-d0.2", 0, (20, 10, 10), base_model="SASRec",
+                   variant={"name": "SASRec-tune-d0.2", "params": {"dropout": 0.2}}, params={"dropout": 0.2})
+    report.render(tmp_path, tmp_path / "reports", PROFILE, controls={"SASRec-tuned": "tuning budget"})
+    frame = pd.read_csv(tmp_path / "reports" / PROFILE / "controls.csv")
+    sasrec = pd.read_csv(tmp_path / "reports" / PROFILE / "summary_all_runs.csv")
+    assert set(frame["model_a"]) == {"SASRec-tuned"}
+    hr10 = frame[frame["metric"] == "HR@10"].iloc[0]
+    ours = sasrec[(sasrec["model"] == "SASRec") & (sasrec["metric"] == "HR@10")]["mean"].iloc[0]
+    assert np.isclose(hr10["mean_a"], ours)  # SASRec's own run, under the control's name
+    md = (tmp_path / "reports" / PROFILE / "controls.md").read_text()
+    assert "validation picks SASRec's default setting of the 2 tuning settings" in md
+
+
 def test_partial_grid_shows_seed_counts_missing_models_and_unconverged_runs(tmp_path):
     """A store mid-campaign: each cell says how many seeds it rests on, absent models are named,
     and a run stopped at the epoch cap is marked in Table 2 and listed in the index."""

@@ -83,13 +83,28 @@ def _mismatch(choice: dict | None, runs: list, n_settings: int) -> str:
     return ""
 
 
+def stand_in(records: list, dataset: str, tuned: str) -> str:
+    """The run name whose records stand for ``tuned`` (``<model>-tuned``) on ``dataset``.
+
+    ``tuned`` itself when it has runs; else its base model when validation picks the default
+    setting, because the base runs already are that setting on every seed (rerunning them
+    under another name would repeat them bit for bit); else ``tuned``.
+    """
+    if _ok_runs(records, dataset, tuned) or not tuned.endswith(TUNED_TAG):
+        return tuned
+    base = tuned[: -len(TUNED_TAG)]
+    choice = validation_choice(records, dataset, base)
+    return base if choice and choice["setting"] == "default" else tuned
+
+
 def choice_problem(records: list, dataset: str, tuned: str, n_settings: int) -> str:
-    """Why the ``tuned`` runs on ``dataset`` are not (yet) the validation choice; '' when they are.
+    """Why the ``tuned`` runs on ``dataset`` (or their :func:`stand_in`) are not (yet) the validation
+    choice; '' when they are.
 
     Needs the whole tuning grid of their base model (``n_settings`` settings with records) and every
     ``tuned`` record's resolved params equal to those of the validation-best setting's run.
     """
-    runs = _ok_runs(records, dataset, tuned)
+    runs = _ok_runs(records, dataset, stand_in(records, dataset, tuned))
     if not runs:
         return f"no {tuned} run"
     return _mismatch(validation_choice(records, dataset, runs[0]["base_model"]), runs, n_settings)
@@ -101,13 +116,16 @@ def _choice_lines(records: list, frame: pd.DataFrame) -> str:
     for (dataset, base), group in frame.groupby(["dataset", "model"], sort=False):
         choice = validation_choice(records, dataset, base)
         tuned = f"{base}{TUNED_TAG}"
-        runs = _ok_runs(records, dataset, tuned)
-        if not runs:
+        name = stand_in(records, dataset, tuned)
+        runs = sorted(_ok_runs(records, dataset, name), key=lambda r: r["seed"])
+        seeds = ", ".join(str(r["seed"]) for r in runs)
+        if name == base:  # validation picks the default: the base runs are that setting already
+            state = f"`{base}`'s own runs (seeds {seeds}) stand for `{tuned}`, so it needs no run of its own"
+        elif not runs:
             params = ", ".join(f"{k}: {v}" for k, v in sorted(choice["variant_params"].items()))
             state = (f"`{tuned}` has no run yet (its profile variant: `{{name: {tuned}, model: {base}, "
                      f"params: {{{params}}}, datasets: [{dataset}], seeds: [0, 1, 2]}}`)")
         else:
-            seeds = ", ".join(str(r["seed"]) for r in sorted(runs, key=lambda r: r["seed"]))
             state = _mismatch(choice, runs, len(group)) or f"`{tuned}` runs it (seeds {seeds})"
         lines.append(f"- {dataset_title(dataset)}, {base}: validation picks `{choice['setting']}` "
                      f"of {len(group)} settings; {state}.")
