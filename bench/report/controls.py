@@ -45,9 +45,10 @@ def _with_stand_ins(ctx: Context, found: dict) -> tuple[pd.DataFrame, dict]:
     return (pd.concat([values, *extra], ignore_index=True) if extra else values), per_user
 
 
-def controls_frame(ctx: Context) -> pd.DataFrame:
-    """``stats.versus_reference`` rows (model_a = control, model_b = DiffuRec) with seed stds."""
-    all_values, all_per_user = _with_stand_ins(ctx, stand_ins(ctx))
+def controls_frame(ctx: Context, found: dict) -> pd.DataFrame:
+    """``stats.versus_reference`` rows (model_a = control, model_b = DiffuRec) with seed stds; ``found``:
+    :func:`stand_ins`."""
+    all_values, all_per_user = _with_stand_ins(ctx, found)
     names = [n for n in ctx.controls if n in set(all_values["model"])] if len(all_values) else []
     if not names:
         return pd.DataFrame()
@@ -85,12 +86,13 @@ def controls(ctx: Context) -> list[Table]:
     """The controls table (profiles with ``controls:``)."""
     if not ctx.controls:
         return []
-    frame = controls_frame(ctx)
+    found = stand_ins(ctx)
+    frame = controls_frame(ctx, found)
     if not len(frame):
         ctx.notes.append("Controls table not written: no control run and DiffuRec run on a common dataset yet")
         return []
     md = _md(frame, ctx.controls)
-    for (dataset, name), runs_of in stand_ins(ctx).items():
+    for (dataset, name), runs_of in found.items():
         n = validation_choice(ctx.col.ok_records, dataset, runs_of)["n_settings"]
         md += (f"\n{dataset_title(dataset)}, {name}: validation picks {runs_of}'s default setting of the {n} "
                f"tuning settings with records so far, so {runs_of}'s own runs stand for it (`tuning.md`).\n")
