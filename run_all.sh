@@ -6,6 +6,8 @@
 # Both set up .venv first (created if missing, pinned requirements, idempotent).
 set -euo pipefail
 cd "$(dirname "$0")"
+# this checkout's code first, also where .venv is a link to a venv installed (editable) from another checkout
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 bash bench/setup_env.sh
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}"
 if [ "${1:-}" = "--tests" ]; then
