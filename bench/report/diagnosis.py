@@ -125,11 +125,12 @@ def diagnosis(ctx: Context) -> list[Table]:
     if not len(bad):
         lines.append("Every model with a run lies inside the band.")
     planned = None if ctx.expected is None else {(d, m) for d, m, _ in ctx.expected}
+    # the paper's value of both judged metrics, also the one inside the band, for the ratios of the runs table
+    paper_of = {key: dict(zip(g["metric"], g["paper_pct"]))
+                for key, g in gap[gap["table"] == "2"].groupby(["dataset", "model"], sort=False)}
     for (dataset, model), cells in bad.groupby(["dataset", "model"], sort=False):
         records = [r for r in ctx.col.ok_records if r["dataset"] == dataset and r["model"] == model]
-        # the paper's value of both judged metrics, also the one inside the band, for the ratios of the runs table
-        mine = gap[(gap["table"] == "2") & (gap["dataset"] == dataset) & (gap["model"] == model)]
-        paper = dict(zip(mine["metric"], mine["paper_pct"]))
-        lines += _section(dataset, model, cells, paper, records, notes, ctx.col.ok_records, planned)
+        lines += _section(dataset, model, cells, paper_of[(dataset, model)], records, notes, ctx.col.ok_records,
+                          planned)
     return [Table("Diagnosis (models outside 0.8-1.25x the paper)", "diagnosis", "\n".join(lines) + "\n",
                   bad.reset_index(drop=True))]
