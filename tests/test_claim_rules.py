@@ -131,5 +131,20 @@ def test_tuned_control_picked_as_the_default_is_judged_on_the_base_runs(view):
     records = [r for r in view.records if r["model"] not in ("SASRec-tuned", "SASRec-tune-h128")]
     res = RULES["beats_model"](ResultsView(records), rule, config())
     assert res["verdict"] == "holds", res  # DiffuRec (k=30) above SASRec (k=50)
-    assert "validation picks SASRec's default setting, so SASRec's runs stand for SASRec-tuned" in res["reason"]
-    assert {row["other"] for row in res["evidence"]} == {"SASRec"}
+    assert "beauty: SASRec-tuned's seeds 0, 1 are `SASRec`'s runs (the same config and seed)" in res["reason"]
+    default = RULES["beats_model"](ResultsView([r for r in records if r["model"] != "SASRec-tuned"]),
+                                   {**rule, "other": "SASRec"}, config())
+    assert [row["other_mean"] for row in res["evidence"]] == [row["other_mean"] for row in default["evidence"]]
+
+
+def test_tuned_control_borrows_the_seeds_its_chosen_setting_already_ran(view):
+    """SASRec-tuned ran seed 1 only; the tuning run of its setting (h128) is its seed 0: judged on both."""
+    rule = {c["id"]: c for c in load_claims()["claims"]}["C3-beats-tuned-sasrec"]["rule"]
+    records = [r for r in view.records if not (r["model"] == "SASRec-tuned" and r["seed"] == 0)
+               and not (r["model"] == "SASRec-tune-h128" and r["seed"] == 1)]
+    res = RULES["beats_model"](ResultsView(records), rule, config())
+    assert "beauty: SASRec-tuned's seed 0 is `SASRec-tune-h128`'s run (the same config and seed)" in res["reason"]
+    assert {row["n_seeds"] for row in res["evidence"]} == {"2/2"}
+    whole = RULES["beats_model"](view, rule, config())  # the same seeds under SASRec-tuned's own name
+    assert res["verdict"] == whole["verdict"] == "does not hold"  # SASRec-tuned (k=28) is above DiffuRec (k=30)
+    assert [row["other_mean"] for row in res["evidence"]] == pytest.approx([row["other_mean"] for row in whole["evidence"]])

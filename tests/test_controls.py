@@ -66,3 +66,19 @@ def test_matched_sasrec_shares_every_setting_with_diffurec(profile_name):
             "train_batch_size", "learning_rate", "hidden_act", "layer_norm_eps"} <= shared
     assert {k: sas[k] for k in shared} == {k: diff[k] for k in shared}
     assert sas["initializer_range"] == diff["embedding_init_std"]
+
+
+def test_tuned_sasrec_borrows_seed_0_because_its_config_key_is_the_tuning_runs():
+    """SASRec-tuned's seed 0 is the h128.b4.d0.5 tuning run (``tuning.stand_in_runs``): in ``full`` their
+    config keys (everything that determines a result; the run name is not in it) are equal seed for seed,
+    and SASRec-tuned runs only the seeds that tuning run lacks."""
+    from bench.profiles import grid
+    from bench.runner import config_key
+
+    profile = load_profile("full")
+    entries = {(e.model, e.seed): e for e in grid(profile, datasets=["beauty"])
+               if e.model in ("SASRec-tuned", "SASRec-tune-h128.b4.d0.5")}
+    assert sorted(entries) == [("SASRec-tune-h128.b4.d0.5", 0), ("SASRec-tuned", 1), ("SASRec-tuned", 2)]
+    tune = entries[("SASRec-tune-h128.b4.d0.5", 0)]
+    tuned = Entry(tune.dataset, "SASRec-tuned", 0, tune.base_model, entries[("SASRec-tuned", 1)].variant)
+    assert config_key(tuned, profile, "0" * 64, 100) == config_key(tune, profile, "0" * 64, 100)

@@ -1,6 +1,7 @@
 """bench.report: render a small fake results store and check what comes out."""
 import re
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -243,42 +244,78 @@ def test_validation_choice_and_the_tuned_runs_that_must_match_it():
     assert "seed 2 is not the validation-best setting h128" in choice_problem(grid + bad, "beauty", "SASRec-tuned", 3)
 
 
-def test_when_validation_picks_the_default_the_base_runs_stand_for_the_tuned_model():
-    """No `<model>-tuned` rerun of the default: its runs would repeat the base runs bit for bit."""
-    from bench.report.tuning import _tuning_md, choice_problem, stand_in, tuning_table
+def test_the_chosen_settings_own_runs_stand_for_the_tuned_models_missing_seeds():
+    """No `<model>-tuned` rerun of a seed the chosen setting already ran: it would repeat it bit for bit."""
+    from bench.report.tuning import _tuning_md, choice_problem, stand_in_runs, tuning_table
 
     def rec(model, seed, valid, params):
         return {"dataset": "beauty", "model": model, "base_model": "SASRec", "seed": seed, "status": "ok",
                 "params": {"epochs": 200, **params}, "variant": {"name": model, "params": params} if params else None,
-                "metrics": {"valid": {"NDCG@10": valid}, "test": {"NDCG@10": 0.9}}}
+                "metrics": {"valid": {"NDCG@10": valid}, "test": {"NDCG@10": 0.9}}, "_dir": f"/{model}/{seed}"}
 
     base = [rec("SASRec", s, 0.030, {"hidden_size": 64}) for s in (0, 1, 2)]
     grid = base + [rec("SASRec-tune-h128", 0, 0.020, {"hidden_size": 128})]
-    assert stand_in(grid, "beauty", "SASRec-tuned") == "SASRec"
+    lent = stand_in_runs(grid, ["SASRec-tuned"])  # the default is chosen: all three base runs
+    assert [(r["model"], r["seed"], r["stands_in_from"], r["_dir"]) for r in lent] == [
+        ("SASRec-tuned", s, "SASRec", f"/SASRec/{s}") for s in (0, 1, 2)]
+    assert all(r["variant"]["name"] == "SASRec-tuned" for r in lent)  # never a Table 2 row
+    assert stand_in_runs(grid + lent, ["SASRec-tuned"]) == []        # idempotent
     assert choice_problem(grid, "beauty", "SASRec-tuned", 2) == ""
     assert "has 2 of 6 settings" in choice_problem(grid, "beauty", "SASRec-tuned", 6)
-    assert "`SASRec`'s own runs (seeds 0, 1, 2) stand for `SASRec-tuned`" in _tuning_md(tuning_table(grid), grid)
-    better = grid + [rec("SASRec-tune-d0.2", 0, 0.040, {"dropout": 0.2})]  # now a setting beats the default
-    assert stand_in(better, "beauty", "SASRec-tuned") == "SASRec-tuned"
-    assert choice_problem(better, "beauty", "SASRec-tuned", 3) == "no SASRec-tuned run"
-    own = grid + [rec("SASRec-tuned", 0, 0.030, {"hidden_size": 64})]  # runs of its own are used as they are
-    assert stand_in(own, "beauty", "SASRec-tuned") == "SASRec-tuned"
+    assert "seeds 0, 1, 2 are `SASRec`'s runs" in _tuning_md(tuning_table(grid), grid)
+
+    better = grid + [rec("SASRec-tune-d0.2", 0, 0.040, {"dropout": 0.2})]  # a setting beats the default
+    assert [(r["seed"], r["stands_in_from"]) for r in stand_in_runs(better, ["SASRec-tuned"])] == [
+        (0, "SASRec-tune-d0.2")]  # only the seed that setting ran
+    own = [rec("SASRec-tuned", s, 0.0, {"dropout": 0.2}) for s in (1, 2)]
+    assert choice_problem(better + own, "beauty", "SASRec-tuned", 3) == ""
+    md = _tuning_md(tuning_table(better + own), better + own)
+    assert "`SASRec-tuned` runs it on seeds 1, 2; seed 0 is `SASRec-tune-d0.2`'s run" in md
+    assert choice_problem(better + own[:1], "beauty", "SASRec-tuned", 3) == ""
+    assert "seed 2 needs the profile variant" in _tuning_md(tuning_table(better), better + own[:1])
+    wrong = [rec("SASRec-tuned", 1, 0.0, {"hidden_size": 128})]  # runs another setting than validation's
+    assert "seed 1 is not the validation-best setting d0.2" in choice_problem(better + wrong, "beauty",
+                                                                              "SASRec-tuned", 3)
+    assert stand_in_runs(better, ["SASRec-matched"]) == []  # only <model>-tuned names borrow
 
 
-def test_controls_table_tables_the_base_runs_for_a_tuned_control_picked_as_the_default(tmp_path):
+def test_controls_table_tables_the_runs_that_stand_for_a_tuned_control(tmp_path):
+    """Default chosen: SASRec's run is SASRec-tuned's seed 0.  A setting chosen: its tuning run is seed 0
+    and SASRec-tuned's own run seed 1, averaged together; neither copy becomes a Table 2 row."""
     write_fake_run(tmp_path, "beauty", "DiffuRec", 0, (60, 30, 30), params=DIFFUREC_PARAMS)
     write_fake_run(tmp_path, "beauty", "SASRec", 0, (70, 30, 30))
     write_fake_run(tmp_path, "beauty", "SASRec-tune-d0.2", 0, (20, 10, 10), base_model="SASRec",
                    variant={"name": "SASRec-tune-d0.2", "params": {"dropout": 0.2}}, params={"dropout": 0.2})
+    out = tmp_path / "reports" / PROFILE
     report.render(tmp_path, tmp_path / "reports", PROFILE, controls={"SASRec-tuned": "tuning budget"})
-    frame = pd.read_csv(tmp_path / "reports" / PROFILE / "controls.csv")
-    sasrec = pd.read_csv(tmp_path / "reports" / PROFILE / "summary_all_runs.csv")
+    frame = pd.read_csv(out / "controls.csv")
+    summary = pd.read_csv(out / "summary_all_runs.csv")
     assert set(frame["model_a"]) == {"SASRec-tuned"}
     hr10 = frame[frame["metric"] == "HR@10"].iloc[0]
-    ours = sasrec[(sasrec["model"] == "SASRec") & (sasrec["metric"] == "HR@10")]["mean"].iloc[0]
-    assert np.isclose(hr10["mean_a"], ours)  # SASRec's own run, under the control's name
-    md = (tmp_path / "reports" / PROFILE / "controls.md").read_text()
-    assert "validation picks SASRec's default setting of the 2 tuning settings" in md
+    ours = summary[(summary["model"] == "SASRec") & (summary["metric"] == "HR@10")]["mean"].iloc[0]
+    assert np.isclose(hr10["mean_a"], ours) and hr10["n_seeds_a"] == 1  # SASRec's own run, under the control's name
+    assert "validation picks `default` of the 2 tuning settings with records so far; seed 0 is `SASRec`'s run" \
+        in (out / "controls.md").read_text()
+    assert "SASRec-tuned" not in (out / "table2.md").read_text()
+
+    # a better setting: its seed-0 tuning run plus SASRec-tuned's own seed 1
+    write_fake_run(tmp_path, "beauty", "SASRec-tune-h128", 0, (90, 30, 30), base_model="SASRec",
+                   variant={"name": "SASRec-tune-h128", "params": {"hidden_size": 128}}, params={"hidden_size": 128})
+    write_fake_run(tmp_path, "beauty", "SASRec-tuned", 1, (50, 30, 30), base_model="SASRec",
+                   variant={"name": "SASRec-tuned", "params": {"hidden_size": 128}}, params={"hidden_size": 128})
+    records = {r["model"] + str(r["seed"]): r for r in store.load_records(tmp_path, PROFILE)}
+    for r in records.values():  # validation as test, so the better setting is picked
+        r["metrics"]["valid"] = dict(r["metrics"]["test"])
+        store.write_json(Path(r["_dir"]) / "record.json", {k: v for k, v in r.items() if k != "_dir"})
+    report.render(tmp_path, tmp_path / "reports", PROFILE, controls={"SASRec-tuned": "tuning budget"})
+    frame = pd.read_csv(out / "controls.csv")
+    hr10 = frame[frame["metric"] == "HR@10"].iloc[0]
+    both = [records[k]["metrics"]["test"]["HR@10"] for k in ("SASRec-tune-h1280", "SASRec-tuned1")]
+    assert hr10["n_seeds_a"] == 2 and np.isclose(hr10["mean_a"], np.mean(both))
+    md = (out / "controls.md").read_text()
+    assert "validation picks `h128` of the 3 tuning settings with records so far; seed 0 is `SASRec-tune-h128`'s run" in md
+    assert "`SASRec-tuned` runs it on seed 1; seed 0 is `SASRec-tune-h128`'s run" in (out / "tuning.md").read_text()
+    assert len(store.load_records(tmp_path, PROFILE)) == 5  # nothing written under the borrowed name
 
 
 def test_partial_grid_shows_seed_counts_missing_models_and_unconverged_runs(tmp_path):
@@ -333,4 +370,5 @@ def test_tuning_md_names_the_choice_and_the_variant_to_add():
     records = [rec("SASRec", 0.02, {}), rec("SASRec-tune-h128", 0.03, {"hidden_size": 128})]
     md = _tuning_md(tuning_table(records), records)
     assert "validation picks `h128` of 2 settings" in md
-    assert "`{name: SASRec-tuned, model: SASRec, params: {hidden_size: 128}, datasets: [beauty], seeds: [0, 1, 2]}`" in md
+    assert "seed 0 is `SASRec-tune-h128`'s run (the same config and seed)" in md  # seed 0 needs no rerun
+    assert "`{name: SASRec-tuned, model: SASRec, params: {hidden_size: 128}, datasets: [beauty], seeds: [1, 2]}`" in md

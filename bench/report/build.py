@@ -11,6 +11,7 @@ from bench.report.context import Context, Drawn, Missing, Table
 from bench.report.figures import style
 from bench.report.index import index_md
 from bench.report.registry import FIGURES, TABLES
+from bench.report.tuning import stand_in_runs
 
 
 def _write_text(path: Path, text: str) -> Path:
@@ -62,7 +63,9 @@ def render(results_dir, reports_dir, profile: str, data_dir=None,
     """
     out = Path(reports_dir) / profile
     out.mkdir(parents=True, exist_ok=True)
-    ctx = Context(collect(results_dir, profile, controls or {}), data_dir, expected, controls)
+    # a tuned control's seeds that validation's chosen setting already ran are that setting's runs
+    lend = (lambda ok: stand_in_runs(ok, controls)) if controls else None
+    ctx = Context(collect(results_dir, profile, controls or {}, lend), data_dir, expected, controls)
     written: list[Path] = []
     links: dict[str, list[Path]] = {}
     for table_fn in TABLES:

@@ -11,7 +11,7 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -116,19 +116,24 @@ def extra_eval_of(name: str) -> tuple[str, str] | None:
     return (base, ev) if sep and base and ev else None
 
 
-def collect(results_dir, profile: str, controls: Iterable[str] = ()) -> Collected:
+def collect(results_dir, profile: str, controls: Iterable[str] = (),
+            lend: Callable[[list], list] | None = None) -> Collected:
     """Read the profile's records and needed ranks (each ``ranks.npz`` once).
 
     controls: the controls table's models, whose per-user values are read too.  A name
     ``<model>@<extra evaluation>`` is collected as a model of its own: seed values from the
     record's ``extra_evals``, per-user values from its ``test@<extra evaluation>`` ranks, so
-    it pairs with the run user by user.
+    it pairs with the run user by user.  ``lend(ok records)`` returns relabelled copies of runs
+    that stand for runs not made under their own name (``tuning.stand_in_runs``): they are
+    tabled like runs, but ``records`` (what the index and the audit count) holds only real ones.
     """
     controls = list(controls)
     extra_models = [n for n in controls if extra_eval_of(n)]
     every = store.load_records(results_dir, profile, status=None)
     ok = [r for r in every if r.get("status") == "ok"]
     failed = [r for r in every if r.get("status") != "ok"]
+    if lend:  # in the store's order (its folder paths), as if they were stored
+        ok = sorted(ok + lend(ok), key=lambda r: (r["dataset"], r["model"], f"seed-{r.get('seed')}"))
 
     base_of = {r["model"]: r.get("base_model", r["model"]) for r in ok}
     rows, value_rows = [], []

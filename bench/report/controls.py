@@ -16,46 +16,20 @@ from bench import stats
 from bench.fmt import cell, dataset_title, md_table, p_value
 from bench.report.collect import METRICS, TARGET
 from bench.report.context import Context, Table
-from bench.report.tuning import stand_in, validation_choice
+from bench.report.tuning import stand_in_note, stand_in_runs, validation_choice
 
 SHOWN = ("HR@10", "NDCG@10", "HR@20", "NDCG@20")
 
 
-def stand_ins(ctx: Context) -> dict:
-    """{(dataset, control): base model} for each tuned control without runs whose validation choice so
-    far is its base model's default (``tuning.stand_in``): the base runs are tabled under its name."""
-    if not len(ctx.col.values):
-        return {}
-    found = {}
-    for name in ctx.controls:
-        for dataset in pd.unique(ctx.col.values["dataset"]):
-            runs_of = stand_in(ctx.col.ok_records, dataset, name)
-            if runs_of != name and (dataset, runs_of) in ctx.col.per_user:
-                found[(dataset, name)] = runs_of
-    return found
-
-
-def _with_stand_ins(ctx: Context, found: dict) -> tuple[pd.DataFrame, dict]:
-    """The collected seed values and per-user matrices with the base runs of ``found`` under the control's name."""
-    values, per_user = ctx.col.values, dict(ctx.col.per_user)
-    extra = []
-    for (dataset, name), runs_of in found.items():
-        extra.append(values[(values["dataset"] == dataset) & (values["model"] == runs_of)].assign(model=name))
-        per_user[(dataset, name)] = per_user[(dataset, runs_of)]
-    return (pd.concat([values, *extra], ignore_index=True) if extra else values), per_user
-
-
-def controls_frame(ctx: Context, found: dict) -> pd.DataFrame:
-    """``stats.versus_reference`` rows (model_a = control, model_b = DiffuRec) with seed stds; ``found``:
-    :func:`stand_ins`."""
-    all_values, all_per_user = _with_stand_ins(ctx, found)
-    names = [n for n in ctx.controls if n in set(all_values["model"])] if len(all_values) else []
+def controls_frame(ctx: Context) -> pd.DataFrame:
+    """``stats.versus_reference`` rows (model_a = control, model_b = DiffuRec) with seed stds."""
+    names = [n for n in ctx.controls if n in set(ctx.col.values["model"])] if len(ctx.col.values) else []
     if not names:
         return pd.DataFrame()
-    values = all_values[all_values["model"].isin(names + [TARGET])]
+    values = ctx.col.values[ctx.col.values["model"].isin(names + [TARGET])]
     # stats reads per-user row i as metric i of the list it is given: pick SHOWN's rows out of METRICS'
     rows = [METRICS.index(m) for m in SHOWN]
-    per_user = {key: mat[rows] for key, mat in all_per_user.items()}
+    per_user = {key: mat[rows] for key, mat in ctx.col.per_user.items()}
     frame = stats.versus_reference(values, per_user, list(SHOWN), TARGET, names)
     std = values.groupby(["dataset", "model", "metric"])["value"].std(ddof=1)
     frame["std_a"] = [std.get((d, m, k), np.nan) for d, m, k in frame[["dataset", "model_a", "metric"]].itertuples(
@@ -86,14 +60,15 @@ def controls(ctx: Context) -> list[Table]:
     """The controls table (profiles with ``controls:``)."""
     if not ctx.controls:
         return []
-    found = stand_ins(ctx)
-    frame = controls_frame(ctx, found)
+    frame = controls_frame(ctx)
     if not len(frame):
         ctx.notes.append("Controls table not written: no control run and DiffuRec run on a common dataset yet")
         return []
     md = _md(frame, ctx.controls)
-    for (dataset, name), runs_of in found.items():
-        n = validation_choice(ctx.col.ok_records, dataset, runs_of)["n_settings"]
-        md += (f"\n{dataset_title(dataset)}, {name}: validation picks {runs_of}'s default setting of the {n} "
-               f"tuning settings with records so far, so {runs_of}'s own runs stand for it (`tuning.md`).\n")
+    copies = stand_in_runs(ctx.col.ok_records, ctx.controls)
+    for dataset, name, base in sorted({(r["dataset"], r["model"], r["base_model"]) for r in copies}):
+        choice = validation_choice(ctx.col.ok_records, dataset, base)
+        md += (f"\n{dataset_title(dataset)}, {name}: validation picks `{choice['setting']}` of the "
+               f"{choice['n_settings']} tuning settings with records so far; {stand_in_note(copies, dataset, name)}; "
+               f"see `tuning.md`.\n")
     return [Table("Controls (diffusion, capacity, tuning)", "controls", md, frame)]

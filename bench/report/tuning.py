@@ -3,8 +3,9 @@
 Tuning runs are grid entries named ``<model>-tune-<setting>`` (from the profile's
 ``tuning:`` or written out as variants, as SASRec's in ``full.yaml``); the base run on
 the same seeds is the ``default`` setting.  A run named ``<model>-tuned`` is the chosen
-setting rerun on more seeds: :func:`choice_problem` checks that it runs exactly the
-validation-best setting, so a tuned baseline cannot be picked on test.
+setting on more seeds: :func:`choice_problem` checks that it runs exactly the
+validation-best setting, so a tuned baseline cannot be picked on test.  Seeds the chosen
+setting already ran under its own name are not rerun: :func:`stand_in_runs` lends them.
 """
 from __future__ import annotations
 
@@ -83,28 +84,54 @@ def _mismatch(choice: dict | None, runs: list, n_settings: int) -> str:
     return ""
 
 
-def stand_in(records: list, dataset: str, tuned: str) -> str:
-    """The run name whose records stand for ``tuned`` (``<model>-tuned``) on ``dataset``.
+def stand_in_runs(records: list, tuned_names) -> list:
+    """Relabelled copies of the runs that stand for seeds a ``<model>-tuned`` has not run itself.
 
-    ``tuned`` itself when it has runs; else its base model when validation picks the default
-    setting, because the base runs already are that setting on every seed (rerunning them
-    under another name would repeat them bit for bit); else ``tuned``.
+    Validation's chosen setting already ran on some seeds under its own name (``<model>-tune-<setting>``,
+    or the base model when the choice is the default).  Its run on a seed is that seed's
+    ``<model>-tuned`` run: the same resolved config and seed (the run name is not part of
+    ``config_hash``), so a rerun under the other name would repeat it bit for bit.  Each copy is
+    named ``tuned``, keeps its ``_dir`` (its ranks), is a variant (never a Table 2 row) and names its
+    source in ``stands_in_from``.  Idempotent: seeds ``tuned`` already has (copies included) are skipped.
     """
-    if _ok_runs(records, dataset, tuned) or not tuned.endswith(TUNED_TAG):
-        return tuned
-    base = tuned[: -len(TUNED_TAG)]
-    choice = validation_choice(records, dataset, base)
-    return base if choice and choice["setting"] == "default" else tuned
+    ok = [r for r in records if r.get("status", "ok") == "ok"]
+    copies = []
+    for tuned in tuned_names:
+        if not tuned.endswith(TUNED_TAG):
+            continue
+        base = tuned[: -len(TUNED_TAG)]
+        for dataset in sorted({r["dataset"] for r in ok if r.get("base_model") == base}):
+            choice = validation_choice(ok, dataset, base)
+            if not choice:
+                continue
+            own = {r["seed"] for r in _ok_runs(ok, dataset, tuned)}
+            for r in sorted(_ok_runs(ok, dataset, choice["model"]), key=lambda r: r["seed"]):
+                if r["seed"] not in own:
+                    copies.append({**r, "model": tuned, "stands_in_from": r["model"],
+                                   "variant": {"name": tuned, "params": choice["variant_params"]}})
+    return copies
+
+
+def stand_in_note(copies: list, dataset: str, tuned: str) -> str:
+    """'seed 0 is `SASRec-tune-h128`'s run (the same config and seed)': where the copies of ``tuned``
+    on ``dataset`` come from; '' when it has none."""
+    mine = [r for r in copies if r["dataset"] == dataset and r["model"] == tuned]
+    by_source = {}
+    for r in mine:
+        by_source.setdefault(r["stands_in_from"], []).append(str(r["seed"]))
+    return "; ".join(f"seed{'s' if len(s) > 1 else ''} {', '.join(s)} {'are' if len(s) > 1 else 'is'} "
+                     f"`{src}`'s run{'s' if len(s) > 1 else ''} (the same config and seed)"
+                     for src, s in by_source.items())
 
 
 def choice_problem(records: list, dataset: str, tuned: str, n_settings: int) -> str:
-    """Why the ``tuned`` runs on ``dataset`` (or their :func:`stand_in`) are not (yet) the validation
-    choice; '' when they are.
+    """Why the ``tuned`` runs on ``dataset`` (its own and :func:`stand_in_runs`) are not (yet) the
+    validation choice; '' when they are.
 
     Needs the whole tuning grid of their base model (``n_settings`` settings with records) and every
     ``tuned`` record's resolved params equal to those of the validation-best setting's run.
     """
-    runs = _ok_runs(records, dataset, stand_in(records, dataset, tuned))
+    runs = _ok_runs(records + stand_in_runs(records, [tuned]), dataset, tuned)
     if not runs:
         return f"no {tuned} run"
     return _mismatch(validation_choice(records, dataset, runs[0]["base_model"]), runs, n_settings)
@@ -116,17 +143,22 @@ def _choice_lines(records: list, frame: pd.DataFrame) -> str:
     for (dataset, base), group in frame.groupby(["dataset", "model"], sort=False):
         choice = validation_choice(records, dataset, base)
         tuned = f"{base}{TUNED_TAG}"
-        name = stand_in(records, dataset, tuned)
-        runs = sorted(_ok_runs(records, dataset, name), key=lambda r: r["seed"])
-        seeds = ", ".join(str(r["seed"]) for r in runs)
-        if name == base:  # validation picks the default: the base runs are that setting already
-            state = f"`{base}`'s own runs (seeds {seeds}) stand for `{tuned}`, so it needs no run of its own"
-        elif not runs:
-            params = ", ".join(f"{k}: {v}" for k, v in sorted(choice["variant_params"].items()))
-            state = (f"`{tuned}` has no run yet (its profile variant: `{{name: {tuned}, model: {base}, "
-                     f"params: {{{params}}}, datasets: [{dataset}], seeds: [0, 1, 2]}}`)")
-        else:
-            state = _mismatch(choice, runs, len(group)) or f"`{tuned}` runs it (seeds {seeds})"
+        own = sorted(_ok_runs(records, dataset, tuned), key=lambda r: r["seed"])
+        copies = [r for r in stand_in_runs(records, [tuned]) if r["dataset"] == dataset]
+        state = _mismatch(choice, own + copies, len(group)) if own or copies else ""
+        if not state:
+            parts = [f"`{tuned}` runs it on seed{'s' * (len(own) > 1)} {', '.join(str(r['seed']) for r in own)}"
+                     ] if own else []
+            if copies:
+                parts.append(stand_in_note(copies, dataset, tuned))
+            need = [s for s in (0, 1, 2) if s not in {r["seed"] for r in own + copies}]
+            if need:
+                params = ", ".join(f"{k}: {v}" for k, v in sorted(choice["variant_params"].items()))
+                parts.append(f"seed{'s' * (len(need) > 1)} {', '.join(map(str, need))} "
+                             f"need{'s' * (len(need) == 1)} the profile variant `{{name: {tuned}, "
+                             f"model: {base}, params: {{{params}}}, datasets: [{dataset}], "
+                             f"seeds: [{', '.join(map(str, need))}]}}`")
+            state = "; ".join(parts)
         lines.append(f"- {dataset_title(dataset)}, {base}: validation picks `{choice['setting']}` "
                      f"of {len(group)} settings; {state}.")
     return "\n".join(lines)

@@ -6,7 +6,7 @@ import math
 from bench import stats
 from bench.audit.claims.base import holm, paired_p, result, scope, scope_note, with_scope
 from bench.audit.view import METRICS, ResultsView
-from bench.report.tuning import choice_problem, stand_in
+from bench.report.tuning import choice_problem, stand_in_note, stand_in_runs
 
 
 def beats_model(view: ResultsView, rule: dict, cfg: dict) -> dict:
@@ -20,30 +20,32 @@ def beats_model(view: ResultsView, rule: dict, cfg: dict) -> dict:
     is below alpha in every cell.  With ``tuning_settings: n`` the other run must be a tuned
     baseline whose setting validation chose: a cell is judged only once the tuning grid holds
     n settings and every run of ``other`` has the validation-best setting's params
-    (``bench.report.tuning.choice_problem``); when that setting is the default, the base model's
-    runs stand for it (``stand_in``).
+    (``bench.report.tuning.choice_problem``); seeds that setting already ran under its own name
+    (the tuning run, or the base runs when it is the default) stand for ``other``'s
+    (``stand_in_runs``).
     """
     target, other = rule["target"], rule["other"]
+    if rule.get("tuning_settings"):
+        view = ResultsView(view.records + stand_in_runs(view.records, [other]))
     metrics = rule.get("metrics", list(METRICS))
     datasets, absent = scope(view, rule)
     rows, notes = [], []
     for d in datasets:
         present = set(view.models(d))
-        # a tuned baseline whose validation choice is its default is judged on the base runs
-        runs_of = stand_in(view.records, d, other) if rule.get("tuning_settings") else other
-        if target not in present or runs_of not in present:
+        if target not in present or other not in present:
             notes.append(f"{d}: needs {target} and {other} (have {', '.join(sorted(present & {target, other})) or 'neither'})")
             continue
         problem = choice_problem(view.records, d, other, rule["tuning_settings"]) if rule.get("tuning_settings") else ""
         if problem:
             notes.append(f"{d}: {problem}")
             continue
-        if runs_of != other:
-            notes.append(f"{d}: validation picks {runs_of}'s default setting, so {runs_of}'s runs stand for {other}")
+        lent = stand_in_note([r for r in view.records if r.get("stands_in_from")], d, other)
+        if lent:
+            notes.append(f"{d}: {other}'s {lent}")
         for metric in metrics:
-            w = stats.welch(view.seeds(d, target, metric), view.seeds(d, runs_of, metric))
-            pr = paired_p(view, d, runs_of, target, metric)
-            rows.append({"dataset": d, "metric": metric, "target": w["mean_a"], "other": runs_of,
+            w = stats.welch(view.seeds(d, target, metric), view.seeds(d, other, metric))
+            pr = paired_p(view, d, other, target, metric)
+            rows.append({"dataset": d, "metric": metric, "target": w["mean_a"], "other": other,
                          "other_mean": w["mean_b"], "n_seeds": f"{w['n_a']}/{w['n_b']}",
                          "change_pct": 100 * (w["mean_b"] / w["mean_a"] - 1) if w["mean_a"] else math.nan,
                          "paired_diff": pr["mean_diff"], "welch_p": w["p"], "paired_p": pr["p_t"],
