@@ -152,7 +152,10 @@ def _choice_lines(records: list, frame: pd.DataFrame) -> str:
             if copies:
                 parts.append(stand_in_note(copies, dataset, tuned))
             need = [s for s in (0, 1, 2) if s not in {r["seed"] for r in own + copies}]
-            if need:
+            if need and own:  # the profile has the variant already
+                parts.append(f"seed{'s' * (len(need) > 1)} {', '.join(map(str, need))} "
+                             f"ha{'ve' if len(need) > 1 else 's'} no run yet")
+            elif need:
                 params = ", ".join(f"{k}: {v}" for k, v in sorted(choice["variant_params"].items()))
                 parts.append(f"seed{'s' * (len(need) > 1)} {', '.join(map(str, need))} "
                              f"need{'s' * (len(need) == 1)} the profile variant `{{name: {tuned}, "
