@@ -118,10 +118,14 @@ def stand_in_note(copies: list, dataset: str, tuned: str) -> str:
     mine = [r for r in copies if r["dataset"] == dataset and r["model"] == tuned]
     by_source = {}
     for r in mine:
-        by_source.setdefault(r["stands_in_from"], []).append(str(r["seed"]))
-    return "; ".join(f"seed{'s' if len(s) > 1 else ''} {', '.join(s)} {'are' if len(s) > 1 else 'is'} "
-                     f"`{src}`'s run{'s' if len(s) > 1 else ''} (the same config and seed)"
-                     for src, s in by_source.items())
+        by_source.setdefault(r["stands_in_from"], []).append(r["seed"])
+    return "; ".join(f"{_seeds(s)} {'are' if len(s) > 1 else 'is'} `{src}`'s run{'s' * (len(s) > 1)} "
+                     "(the same config and seed)" for src, s in by_source.items())
+
+
+def _seeds(seeds) -> str:
+    """[0] -> 'seed 0'; [1, 2] -> 'seeds 1, 2'."""
+    return f"seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}"
 
 
 def choice_problem(records: list, dataset: str, tuned: str, n_settings: int) -> str:
@@ -147,18 +151,15 @@ def _choice_lines(records: list, frame: pd.DataFrame) -> str:
         copies = [r for r in stand_in_runs(records, [tuned]) if r["dataset"] == dataset]
         state = _mismatch(choice, own + copies, len(group)) if own or copies else ""
         if not state:
-            parts = [f"`{tuned}` runs it on seed{'s' * (len(own) > 1)} {', '.join(str(r['seed']) for r in own)}"
-                     ] if own else []
+            parts = [f"`{tuned}` runs it on {_seeds([r['seed'] for r in own])}"] if own else []
             if copies:
                 parts.append(stand_in_note(copies, dataset, tuned))
             need = [s for s in (0, 1, 2) if s not in {r["seed"] for r in own + copies}]
             if need and own:  # the profile has the variant already
-                parts.append(f"seed{'s' * (len(need) > 1)} {', '.join(map(str, need))} "
-                             f"ha{'ve' if len(need) > 1 else 's'} no run yet")
+                parts.append(f"{_seeds(need)} ha{'ve' if len(need) > 1 else 's'} no run yet")
             elif need:
                 params = ", ".join(f"{k}: {v}" for k, v in sorted(choice["variant_params"].items()))
-                parts.append(f"seed{'s' * (len(need) > 1)} {', '.join(map(str, need))} "
-                             f"need{'s' * (len(need) == 1)} the profile variant `{{name: {tuned}, "
+                parts.append(f"{_seeds(need)} need{'s' * (len(need) == 1)} the profile variant `{{name: {tuned}, "
                              f"model: {base}, params: {{{params}}}, datasets: [{dataset}], "
                              f"seeds: [{', '.join(map(str, need))}]}}`")
             state = "; ".join(parts)
