@@ -45,12 +45,12 @@ def beats_model(view: ResultsView, rule: dict, cfg: dict) -> dict:
         for metric in metrics:
             w = stats.welch(view.seeds(d, target, metric), view.seeds(d, other, metric))
             pr = paired_p(view, d, other, target, metric)
-            rows.append({"dataset": d, "metric": metric, "target": w["mean_a"], "other": other,
-                         "other_mean": w["mean_b"], "n_seeds": f"{w['n_a']}/{w['n_b']}",
+            rows.append({"dataset": d, "metric": metric, "control": other, "target": w["mean_a"],
+                         "other": w["mean_b"], "n_seeds": f"{w['n_a']}/{w['n_b']}",
                          "change_pct": 100 * (w["mean_b"] / w["mean_a"] - 1) if w["mean_a"] else math.nan,
                          "paired_diff": pr["mean_diff"], "welch_p": w["p"], "paired_p": pr["p_t"],
                          "beats": bool(w["mean_a"] > w["mean_b"])})
-    cols = ["dataset", "metric", "target", "other", "other_mean", "n_seeds", "change_pct", "paired_p_holm",
+    cols = ["dataset", "metric", "control", "target", "other", "n_seeds", "change_pct", "paired_p_holm",
             "welch_p_holm", "beats"]
     note = scope_note(absent, notes)
     if not rows:
