@@ -267,15 +267,8 @@ def fit(model, params: dict, train: Instances, valid: Instances, test: Instances
     p = _Progress(FitResult(checkpoint_rule="NDCG@10" if protocol == "clean" else "per-metric"))
     saved = state.load() if state is not None else None
     if saved is not None:
-        model.load_state_dict(saved["model"])
-        for opt, s in zip(opts, saved["optimizers"]):
-            opt.load_state_dict(s)
-        for sched, s in zip(scheds, saved["schedulers"]):
-            sched.load_state_dict(s)
-        p = saved["progress"]
-        _set_rng_states(saved["rng"], rng)
+        p = _restore(saved, model, opts, scheds, rng)
     result = p.result
-    watched = ["NDCG@10"] if protocol == "clean" else list(METRICS)
     while p.epoch < epochs and not result.stopped_by:
         epoch = p.epoch
         entry = {"epoch": epoch, "stage": result.stage}
@@ -296,28 +289,7 @@ def fit(model, params: dict, train: Instances, valid: Instances, test: Instances
         result.train_s += entry["train_s"]
         result.n_batches += count
         if (epoch + 1) % int(params["eval_step"]) == 0 or epoch + 1 == epochs:
-            t1 = time.perf_counter()
-            ranks = rank_targets(model, stop_valid, eval_bs, width, device)
-            result.eval_s += time.perf_counter() - t1
-            scores = metrics_from_ranks(ranks)
-            entry["valid"] = scores
-            improved = [m for m in METRICS if scores[m] > p.best[m]]
-            if any(m in improved for m in watched):
-                p.bad_validations = 0
-                if protocol == "paper":
-                    t2 = time.perf_counter()
-                    test_ranks = rank_targets(model, test, eval_bs, width, device)
-                    result.test_eval_s += time.perf_counter() - t2
-                    for m in improved:
-                        result.test_ranks_by_metric[m] = test_ranks
-                        result.best_epoch_by_metric[m] = epoch
-                for m in (improved if protocol == "paper" else ["NDCG@10"]):
-                    p.best[m] = scores[m]
-                if "NDCG@10" in improved:
-                    p.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-                    p.best_valid, result.best_epoch = ranks, epoch
-            else:
-                p.bad_validations += 1
+            entry["valid"] = _validate(model, p, epoch, stop_valid, test, eval_bs, width, device, protocol)
         result.curve.append(entry)
         p.epoch = epoch + 1
         patient = p.epoch < int(params.get("min_epochs") or 0)
@@ -351,6 +323,50 @@ def fit(model, params: dict, train: Instances, valid: Instances, test: Instances
     result.test_eval_s += time.perf_counter() - t3
     result.state_dict = p.best_state
     return result
+
+
+def _restore(saved: dict, model, opts, scheds, rng) -> _Progress:
+    """Put a saved state back into the model, optimizers, schedulers and RNGs; returns its progress."""
+    model.load_state_dict(saved["model"])
+    for opt, s in zip(opts, saved["optimizers"]):
+        opt.load_state_dict(s)
+    for sched, s in zip(scheds, saved["schedulers"]):
+        sched.load_state_dict(s)
+    _set_rng_states(saved["rng"], rng)
+    return saved["progress"]
+
+
+def _validate(model, p: _Progress, epoch: int, stop_valid: Instances, test: Instances, eval_bs: int,
+              width, device, protocol: str) -> dict:
+    """Rank the stopping users' validation targets and keep what improved; returns the scores.
+
+    clean: only NDCG@10 counts, and its best epoch's weights are kept.  paper: any improved
+    metric resets patience and ranks the test set with this checkpoint for that metric.
+    """
+    result = p.result
+    t1 = time.perf_counter()
+    ranks = rank_targets(model, stop_valid, eval_bs, width, device)
+    result.eval_s += time.perf_counter() - t1
+    scores = metrics_from_ranks(ranks)
+    improved = [m for m in METRICS if scores[m] > p.best[m]]
+    watched = ["NDCG@10"] if protocol == "clean" else list(METRICS)
+    if not any(m in improved for m in watched):
+        p.bad_validations += 1
+        return scores
+    p.bad_validations = 0
+    if protocol == "paper":
+        t2 = time.perf_counter()
+        test_ranks = rank_targets(model, test, eval_bs, width, device)
+        result.test_eval_s += time.perf_counter() - t2
+        for m in improved:
+            result.test_ranks_by_metric[m] = test_ranks
+            result.best_epoch_by_metric[m] = epoch
+    for m in (improved if protocol == "paper" else ["NDCG@10"]):
+        p.best[m] = scores[m]
+    if "NDCG@10" in improved:
+        p.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        p.best_valid, result.best_epoch = ranks, epoch
+    return scores
 
 
 def _new_stage(p: _Progress) -> None:
