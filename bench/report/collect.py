@@ -34,6 +34,7 @@ class Collected:
     values:    seed-value frame (dataset, model, seed, metric, value) of the test metrics
     per_user:  {(dataset, model): (len(METRICS), n_users) seed-averaged per-user values}
     breakdown: per-run breakdown rows (dataset, model, seed, kind, group, metric, value, n_users)
+    lent:      the relabelled copies ``collect(lend=)`` tabled as runs (not in ``records``)
     """
 
     records: list
@@ -47,6 +48,7 @@ class Collected:
     main_models: dict            # dataset -> [model names of Table 2, paper order]
     ablation_models: dict        # dataset -> {label: model name}
     problems: list = field(default_factory=list)
+    lent: list = field(default_factory=list)
 
     @property
     def ok_records(self) -> list:
@@ -132,8 +134,9 @@ def collect(results_dir, profile: str, controls: Iterable[str] = (),
     every = store.load_records(results_dir, profile, status=None)
     ok = [r for r in every if r.get("status") == "ok"]
     failed = [r for r in every if r.get("status") != "ok"]
-    if lend:  # in the store's order (its folder paths), as if they were stored
-        ok = sorted(ok + lend(ok), key=lambda r: (r["dataset"], r["model"], f"seed-{r.get('seed')}"))
+    lent = lend(ok) if lend else []
+    if lent:  # in the store's order (its folder paths), as if they were stored
+        ok = sorted(ok + lent, key=lambda r: (r["dataset"], r["model"], f"seed-{r.get('seed')}"))
 
     base_of = {r["model"]: r.get("base_model", r["model"]) for r in ok}
     rows, value_rows = [], []
@@ -167,7 +170,7 @@ def collect(results_dir, profile: str, controls: Iterable[str] = (),
         if TARGET in main[d]:
             ablation.setdefault(d, {})["DiffuRec"] = TARGET
     col = Collected(every, failed, _failed_reruns(results_dir, profile), runs, values, {}, pd.DataFrame(), {},
-                    main, ablation)
+                    main, ablation, lent=lent)
     _read_ranks(col, ok, extra_models, [n for n in controls if not extra_eval_of(n)])
     return col
 

@@ -16,7 +16,7 @@ from bench import stats
 from bench.fmt import cell, dataset_title, md_table, p_value
 from bench.report.collect import METRICS, TARGET
 from bench.report.context import Context, Table
-from bench.report.tuning import stand_in_note, stand_in_runs, validation_choice
+from bench.report.tuning import stand_in_note, validation_choice
 
 SHOWN = ("HR@10", "NDCG@10", "HR@20", "NDCG@20")
 
@@ -65,7 +65,7 @@ def controls(ctx: Context) -> list[Table]:
         ctx.notes.append("Controls table not written: no control run and DiffuRec run on a common dataset yet")
         return []
     md = _md(frame, ctx.controls)
-    copies = stand_in_runs(ctx.col.ok_records, ctx.controls)
+    copies = ctx.col.lent
     for dataset, name, base in sorted({(r["dataset"], r["model"], r["base_model"]) for r in copies}):
         choice = validation_choice(ctx.col.ok_records, dataset, base)
         md += (f"\n{dataset_title(dataset)}, {name}: validation picks `{choice['setting']}` of the "

@@ -16,6 +16,7 @@ from bench.report.context import Context, Table
 
 TUNE_TAG = "-tune-"  # a tuning run is named <model>-tune-<setting>
 TUNED_TAG = "-tuned"  # the validation-best setting rerun on more seeds: <model>-tuned
+TUNED_SEEDS = (0, 1, 2)  # the seeds a tuned baseline is reported on (issue "controls": the best setting, seeds 0-2)
 
 
 def tuning_table(records: list) -> pd.DataFrame:
@@ -154,7 +155,7 @@ def _choice_lines(records: list, frame: pd.DataFrame) -> str:
             parts = [f"`{tuned}` runs it on {_seeds([r['seed'] for r in own])}"] if own else []
             if copies:
                 parts.append(stand_in_note(copies, dataset, tuned))
-            need = [s for s in (0, 1, 2) if s not in {r["seed"] for r in own + copies}]
+            need = [s for s in TUNED_SEEDS if s not in {r["seed"] for r in own + copies}]
             if need and own:  # the profile has the variant already
                 parts.append(f"{_seeds(need)} ha{'ve' if len(need) > 1 else 's'} no run yet")
             elif need:
