@@ -189,6 +189,8 @@ def config_key(entry: Entry, profile: dict, data_sha256: str, n_users_full: int)
     params, protocol = resolve(entry, profile)
     budget = {k: per_dataset(profile.get(k), entry.dataset) for k in BUDGET_KEYS}
     budget.update({k: per_dataset(profile[k], entry.dataset) for k in OPTIONAL_BUDGET_KEYS if k in profile})
+    if params.get("validate_all_users") and "stop_users" in budget:
+        budget["stop_users"] = None  # the paper protocol validates every user, as the release does
     users = evaluated_users(n_users_full, budget["max_users"])
     extra = profile["extra_evals"].get(entry.base_model, {}) if not entry.variant else {}
     return {"model": entry.base_model, "dataset": entry.dataset, "seed": entry.seed, "protocol": protocol,
@@ -312,7 +314,7 @@ def _train_and_rank(entry, params, protocol, full, users, extra, record, progres
         "test_is_head": head[seqs.test_items],
     }
     metrics = {"test": store.metrics_from_ranks(fit.test_ranks), "valid": store.metrics_from_ranks(fit.valid_ranks)}
-    if protocol == "paper":
+    if fit.checkpoint_rule == "per-metric":
         for m, r in fit.test_ranks_by_metric.items():
             ranks[f"test@{m}"] = r
         metrics["test"] = {m: store.metrics_from_ranks(fit.test_ranks_by_metric.get(m, fit.test_ranks), [m])[m]

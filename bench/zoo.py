@@ -34,6 +34,22 @@ HARNESS_DEFAULTS = {
     "stopping_step": 5,
     "eval_step": 1,
 }
+# Under ``protocol: paper`` every model is trained and selected as the DiffuRec authors' release
+# does (WHUIR/DiffuRec f6f70c9, src/main.py defaults and src/trainer.py model_train); these beat
+# the profile's budget and yield to a model's own protocol_overrides and a variant's params.
+PROTOCOL_DEFAULTS = {
+    "paper": {
+        "epochs": 500,                     # int: --epochs 500
+        "eval_step": 20,                   # int: --eval_interval 20
+        "stopping_step": 5,                # int: --patience 5, in validations
+        "lr_step_size": 100,               # int: StepLR(--decay_step 100)
+        "lr_gamma": 0.1,                   # float: StepLR(--gamma 0.1)
+        "checkpoint_rule": "any-metric",   # str: one checkpoint, the last validation where any metric improved (bench/engine.py)
+        "validation_cadence": "release",   # str: after 0-based epochs 20, 40, ...; never at the last epoch
+        "validate_all_users": True,        # bool: validation watches every user (no stop_users subset)
+        "length_bucketing": False,         # bool: a plain shuffle of the training instances
+    },
+}
 # Keys a model YAML may hold that are instructions to the harness, not model arguments.
 SPECIAL_KEYS = ("protocol_overrides", "tuning")
 
@@ -106,11 +122,13 @@ def get_spec(name: str, models_dir: Path = MODELS_DIR) -> ModelSpec:
 
 
 def resolve_params(spec: ModelSpec, *layers: dict, protocol: str = "clean") -> dict:
-    """Merge harness defaults < model YAML < each layer in order < protocol overrides."""
+    """Merge harness defaults < model YAML < each layer in order < the protocol's defaults
+    (``PROTOCOL_DEFAULTS``) < the model's protocol overrides."""
     params = dict(HARNESS_DEFAULTS)
     params.update(spec.params)
     for layer in layers:
         params.update(layer or {})
+    params.update(PROTOCOL_DEFAULTS.get(protocol, {}))
     params.update(spec.protocol_overrides.get(protocol, {}) or {})
     return params
 

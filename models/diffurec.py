@@ -61,10 +61,9 @@ Choices where the paper is silent or ambiguous:
    Transformer's last-position output is a function of the *set* of history items,
    and every Transformer baseline in the grid has them.  lambda per position (a scalar
    per history item, as Eq. 13 writes lambda_i), x_0 sampled by Eq. 15.
-9. Padding: attention always masks padded *keys*, so outputs at real positions do not
-   depend on trailing padding.  The authors' code instead masks padded *query rows*,
-   so real positions attend to padding embeddings; that defect is reproduced in
-   neither protocol.
+9. Padding: attention masks padded *keys*, so outputs at real positions do not depend
+   on trailing padding (clean).  ``attention_padding: release`` reproduces the authors'
+   layout instead (below).
 10. Speed (no effect on the maths): on CPU each batch is split into length buckets,
     each trimmed to its own longest history; the history embeddings, masks and step
     embeddings are computed once per batch, not once per reverse step; the final block
@@ -73,19 +72,45 @@ Choices where the paper is silent or ambiguous:
     (B, MAX_ITEM_LIST_LENGTH) whatever the batch width, so trimming a batch changes no
     score under the same seed.
 
-The authors' public release (github.com/WHUIR/DiffuRec), as read, differs from the
-clean defaults in what ``protocol_overrides.paper`` switches on: lambda drawn per element
-of the B x L x H tensor (``lambda_per: element``); the step index fed to the sinusoid
-rescaled by 1000/T (``step_embedding_scale: rescaled``); the target embedding noised
-directly, no separate x_0 draw (``train_x0: target``); bidirectional attention
-(``causal: false``) and no position embedding (commented out there); item embeddings
-at PyTorch's N(0, 1) (``embedding_init_std: 1.0``); batch 512 (the
-paper's text says 1024), 500 epochs, StepLR(100, 0.1), validation every 20 epochs with
-patience 5.  Their reverse step uses standard deviation sqrt(beta_t) (improved DDPM's
-"fixed large" variance: ``exp(0.5 * log(beta_t))``), not beta~_t as Eq. 18 prints nor
-sqrt(beta~_t): ``sampling_noise: large``.  Their "lossaware" step sampler is never fed
-losses, so steps are in fact uniform, as here.  Their feed-forward also applies dropout
-to the inner activation and each block ends with one more dropout; not reproduced.
+The authors' public release (github.com/WHUIR/DiffuRec at f6f70c9, read: src/diffurec.py,
+model.py, trainer.py, utils.py, main.py; ``bench equivalence --reference DIR`` checks it
+numerically) differs from the clean defaults in what ``protocol_overrides.paper`` switches on.
+Model switches (defaults = clean; each absent from the YAML's top level, so clean configs and
+their records are unchanged):
+
+- ``lambda_per: element``: lambda drawn per element of the B x L x H tensor;
+- ``step_embedding_scale: rescaled``: the step index fed to the sinusoid times 1000/T;
+- ``train_x0: target``: the target embedding noised directly, no separate x_0 draw;
+- ``causal: false`` and ``position_embedding: false``: bidirectional attention, no position
+  embedding (commented out there);
+- ``embedding_init_std: 1.0``: item embeddings at PyTorch's N(0, 1);
+- ``sampling_noise: large``: the reverse step's standard deviation is sqrt(beta_t)
+  (improved DDPM's "fixed large" variance), not beta~_t as Eq. 18 prints nor sqrt(beta~_t);
+- ``attention_padding: release``: every history left-padded to MAX_ITEM_LIST_LENGTH and the
+  padded *query rows* masked (their scores all -1e9, so a padded row attends uniformly);
+  real positions attend to the padding embeddings (which also get lambda * (x + d)), so the
+  output depends on the padding width;
+- ``hidden_act: gelu_tanh``: the release hard-codes the tanh approximation of GELU (its
+  ``--hidden_act`` flag is never read);
+- ``dropout_layout: release``: 22 dropouts per forward pass instead of 14 (4 blocks): also
+  on the feed-forward's inner activation and on each block's whole output;
+- ``init: release``: q/k/v and the step-embedding MLP keep PyTorch's default Linear init,
+  only the attention output projection and the feed-forward weights are Xavier-normal,
+  every bias keeps PyTorch's uniform default, and the padding row of the item table is
+  random and trained;
+- ``truncation: release``: for T <= 20 (where the ramp passes 1) the release replaces the
+  whole ramp's end by (1000/T) 0.001 + 0.01, where the clean schedule divides each beta
+  above 1 by 10 (identical at T = 32).
+
+Batch 512 (the paper's text says 1024).  The training schedule and checkpoint rule of the
+release (500 epochs, StepLR(100, 0.1), validation after 0-based epochs 20, 40, ... on every
+user, one checkpoint: the last validation where any of six metrics, rounded as the release
+rounds them, improved) are the harness's ``paper`` protocol (bench/zoo.py PROTOCOL_DEFAULTS,
+bench/engine.py).  Their "lossaware" step sampler is never fed losses, so steps are in fact
+uniform, as here.  Not reproduced: the release ranks the padding item 0 among the
+candidates (the harness ranks real items only) and averages validation metrics over
+batches of 512 users for its checkpoint choice only (bench/engine.py reproduces that
+choice; the reported metrics are means over users).
 """
 from __future__ import annotations
 
@@ -106,8 +131,13 @@ def _abar_schedule(abar, steps: int) -> torch.Tensor:
     return (1.0 - a[1:] / a[:-1]).clamp(max=MAX_BETA)
 
 
-def beta_schedule(name: str, steps: int) -> torch.Tensor:
-    """(T,) float64 beta_1..beta_T of the named schedule (see the module docstring)."""
+def beta_schedule(name: str, steps: int, truncation: str = "elementwise") -> torch.Tensor:
+    """(T,) float64 beta_1..beta_T of the named schedule (see the module docstring).
+
+    truncation (truncated_linear only): 'elementwise' divides each beta above 1 by 10 (the
+    paper's text); 'release' ends the whole ramp at (1000/T) 0.001 + 0.01 instead, as the
+    authors' code does when the ramp's end passes 1 (T <= 20).
+    """
     s = torch.arange(1, steps + 1, dtype=torch.float64)
     scale = 1000.0 / steps
     ramp = scale * (1e-4 + (s - 1) / max(steps - 1, 1) * (0.02 - 1e-4))
@@ -115,7 +145,14 @@ def beta_schedule(name: str, steps: int) -> torch.Tensor:
         betas = ramp
     elif name == "truncated_linear":
         betas = 0.01 + ramp
-        betas = torch.where(betas > 1.0, betas / 10.0, betas)
+        if truncation == "release":
+            if betas[-1] > 1.0:
+                end = scale * 0.001 + 0.01
+                betas = torch.linspace(float(betas[0]), end, steps, dtype=torch.float64)
+        elif truncation == "elementwise":
+            betas = torch.where(betas > 1.0, betas / 10.0, betas)
+        else:
+            raise ValueError(f"truncation must be 'elementwise' or 'release', got {truncation!r}")
     elif name == "cosine":
         betas = _abar_schedule(lambda t: torch.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2, steps)
     elif name == "sqrt":
@@ -154,30 +191,45 @@ def sinusoid(positions: torch.Tensor, dim: int, max_period: float = 10000.0) -> 
     return emb
 
 
+ACTIVATIONS = {"gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+               "relu": F.relu, "silu": F.silu}
+
+
 class _Block(nn.Module):
-    """Pre-LayerNorm Transformer block on fused QKV and scaled_dot_product_attention."""
+    """Pre-LayerNorm Transformer block on fused QKV and scaled_dot_product_attention.
+
+    ``release_dropout``: the authors' two extra dropouts, on the feed-forward's inner
+    activation and on the block's whole output (``dropout_layout: release``).
+    """
 
     def __init__(self, hidden: int, heads: int, inner: int, p_hidden: float, p_attn: float,
-                 act: str, eps: float):
+                 act: str, eps: float, release_dropout: bool = False):
         super().__init__()
         if hidden % heads:
             raise ValueError(f"hidden_size {hidden} is not a multiple of n_heads {heads}")
+        if act not in ACTIVATIONS:
+            raise ValueError(f"hidden_act must be one of {tuple(ACTIVATIONS)}, got {act!r}")
         self.heads, self.p_hidden, self.p_attn = heads, p_hidden, p_attn
+        self.release_dropout = release_dropout
         self.ln1 = nn.LayerNorm(hidden, eps=eps)
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.out = nn.Linear(hidden, hidden)
         self.ln2 = nn.LayerNorm(hidden, eps=eps)
         self.ff1 = nn.Linear(hidden, inner)
         self.ff2 = nn.Linear(inner, hidden)
-        self.act = {"gelu": F.gelu, "relu": F.relu, "silu": F.silu}[act]
+        self.act = ACTIVATIONS[act]
+
+    def _drop(self, x):
+        return F.dropout(x, self.p_hidden, self.training)
 
     def _ffn(self, h):
-        y = self.ff2(self.act(self.ff1(F.layer_norm(h, h.shape[-1:], self.ln2.weight, self.ln2.bias,
-                                                     self.ln2.eps))))
-        return h + F.dropout(y, self.p_hidden, self.training)
+        a = self.act(self.ff1(F.layer_norm(h, h.shape[-1:], self.ln2.weight, self.ln2.bias, self.ln2.eps)))
+        h = h + self._drop(self.ff2(self._drop(a) if self.release_dropout else a))
+        return self._drop(h) if self.release_dropout else h
 
     def forward(self, h, attn_mask, is_causal: bool):
-        """h: (B, L, H) -> (B, L, H); attn_mask None or (B, 1, 1, L) bool (True = attend)."""
+        """h: (B, L, H) -> (B, L, H); attn_mask None, (B, 1, 1, L) bool (True = attend) or
+        (B, 1, L, L) float (added to the scores)."""
         b, length, hidden = h.shape
         a = self.ln1(h)
         q, k, v = self.qkv(a).view(b, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
@@ -185,7 +237,7 @@ class _Block(nn.Module):
             q, k, v, attn_mask=attn_mask, is_causal=is_causal and attn_mask is None,
             dropout_p=self.p_attn if self.training else 0.0)
         o = o.transpose(1, 2).reshape(b, length, hidden)
-        h = h + F.dropout(self.out(o), self.p_hidden, self.training)
+        h = h + self._drop(self.out(o))
         return self._ffn(h)
 
     def forward_last(self, h, last, key_mask):
@@ -207,8 +259,33 @@ class _Block(nn.Module):
         q = F.linear(a_last, w[:hidden], bias[:hidden]).view(b, self.heads, 1, -1)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask,
                                            dropout_p=self.p_attn if self.training else 0.0)
-        h_last = h_last + F.dropout(self.out(o.reshape(b, hidden)), self.p_hidden, self.training)
+        h_last = h_last + self._drop(self.out(o.reshape(b, hidden)))
         return self._ffn(h_last)
+
+
+def left_pad(item_seq: torch.Tensor, lengths: torch.Tensor, width: int) -> torch.Tensor:
+    """(B, width) the right-padded histories (B, L) moved to the right end, zeros before:
+    the authors' layout (their loader pads on the left to a fixed width)."""
+    cols = torch.arange(width, device=item_seq.device)[None, :]
+    src = cols - (width - lengths[:, None])
+    taken = item_seq.gather(1, src.clamp(0, item_seq.shape[1] - 1))
+    return torch.where(src >= 0, taken, torch.zeros_like(taken))
+
+
+def release_attention_bias(query_pad: torch.Tensor, causal: bool) -> torch.Tensor:
+    """(B, 1, L, L) float bias of the authors' attention mask from query_pad (B, L) bool.
+
+    Their mask hides padded *query rows* (every score of such a row is -1e9, so it attends
+    uniformly to all positions), never padded keys: real positions attend to the padding.
+    With ``causal`` the later keys are hidden as well (a left-padded causal model still
+    sees the padding before each position).
+    """
+    b, length = query_pad.shape
+    bias = torch.zeros(b, 1, length, length, device=query_pad.device)
+    if causal:
+        later = torch.triu(torch.ones(length, length, dtype=torch.bool, device=query_pad.device), 1)
+        bias = bias.masked_fill(later, -1e9)
+    return bias.masked_fill(query_pad[:, None, :, None], -1e9)
 
 
 class DiffuRec(SequentialRecommender):
@@ -252,6 +329,11 @@ class DiffuRec(SequentialRecommender):
         self.reverse_start = str(get("reverse_start", "noise"))
         self.length_buckets = str(get("length_buckets", "auto")).lower()
         self.max_len = int(self.max_seq_length or 50)
+        # the authors' release, switch by switch (module docstring); defaults = clean
+        self.attention_padding = str(get("attention_padding", "keys"))
+        self.dropout_layout = str(get("dropout_layout", "suite"))
+        self.init = str(get("init", "suite"))
+        self.truncation = str(get("truncation", "elementwise"))
 
         self._check("lambda_per", self.lambda_per, ("position", "element"))
         self._check("train_x0", self.train_x0, ("sample", "target"))
@@ -262,6 +344,10 @@ class DiffuRec(SequentialRecommender):
         if self.lambda_scale < 0:
             raise ValueError(f"lambda_scale must be >= 0, got {self.lambda_scale}")
         self._check("length_buckets", self.length_buckets, ("auto", "true", "false"))
+        self._check("attention_padding", self.attention_padding, ("keys", "release"))
+        self._check("dropout_layout", self.dropout_layout, ("suite", "release"))
+        self._check("init", self.init, ("suite", "release"))
+        self._check("truncation", self.truncation, ("elementwise", "release"))
         if scale in ("1", "1.0"):
             self.step_scale = 1.0
         elif scale == "rescaled":
@@ -270,21 +356,23 @@ class DiffuRec(SequentialRecommender):
             raise ValueError(f"step_embedding_scale must be 1 or 'rescaled', got {scale!r}")
 
         hidden = self.hidden_size
-        self.item_embedding = nn.Embedding(self.n_items, hidden, padding_idx=0)
+        # release init: the padding row is an ordinary, trained row
+        self.item_embedding = nn.Embedding(self.n_items, hidden, padding_idx=None if self.init == "release" else 0)
         self.position_embedding = nn.Embedding(self.max_len, hidden) if self.use_position else None
         self.emb_norm = nn.LayerNorm(hidden, eps=self.layer_norm_eps)
         self.step_mlp = nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.SiLU(), nn.Linear(4 * hidden, hidden))
         if self.approximator == "transformer":
             self.blocks = nn.ModuleList(
                 _Block(hidden, self.n_heads, self.inner_size, self.hidden_dropout_prob,
-                       self.attn_dropout_prob, self.hidden_act, self.layer_norm_eps)
+                       self.attn_dropout_prob, self.hidden_act, self.layer_norm_eps,
+                       release_dropout=self.dropout_layout == "release")
                 for _ in range(self.n_layers))
             self.gru = None
         else:
             self.blocks = None
             self.gru = nn.GRU(hidden, hidden, batch_first=True)
         self.out_norm = nn.LayerNorm(hidden, eps=self.layer_norm_eps)
-        self.apply(self._init_weights)
+        self.apply(self._init_weights if self.init == "suite" else self._init_release)
         self._register_schedule()
 
     @staticmethod
@@ -308,11 +396,21 @@ class DiffuRec(SequentialRecommender):
             for name, param in module.named_parameters():
                 (nn.init.xavier_normal_ if "weight" in name else nn.init.zeros_)(param)
 
+    def _init_release(self, module):
+        """The authors' init: PyTorch's defaults (already in place) except Xavier-normal weights
+        of the attention output projection and the feed-forward; embeddings N(0, std), the
+        padding row included."""
+        if isinstance(module, _Block):
+            for linear in (module.out, module.ff1, module.ff2):
+                nn.init.xavier_normal_(linear.weight)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, 0.0, self.embedding_init_std)
+
     # ------------------------------------------------------------------ schedule
     def _register_schedule(self):
         """beta, alpha, abar and the (respaced) posterior coefficients as float32 buffers."""
         T = self.diffusion_steps
-        betas = beta_schedule(self.noise_schedule, T)
+        betas = beta_schedule(self.noise_schedule, T, self.truncation)
         alphas = 1.0 - betas
         abar = torch.cumprod(alphas, 0)
         abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
@@ -396,6 +494,8 @@ class DiffuRec(SequentialRecommender):
         (dropout + LayerNorm applied), ``last`` (n,) or None and ``key_mask``.
         """
         lengths = item_seq_len.clamp(min=1, max=item_seq.shape[1])
+        if self.attention_padding == "release":
+            return None, [self._embed_left_padded(item_seq, lengths)]
         mode = self.length_buckets
         bucket = mode == "true" or (mode == "auto" and not item_seq.is_cuda)
         if bucket:
@@ -422,6 +522,17 @@ class DiffuRec(SequentialRecommender):
                            "key_mask": key_mask})
         return perm, chunks
 
+    def _embed_left_padded(self, item_seq, lengths) -> dict:
+        """The whole batch as one chunk in the authors' layout: left-padded to MAX_LEN, the
+        padded query rows masked (``release_attention_bias``), the output at the last column."""
+        seq = left_pad(item_seq, lengths, self.max_len)
+        e = self.item_embedding(seq)
+        if self.position_embedding is not None:
+            e = e + self.position_embedding.weight[: self.max_len]
+        e = self.emb_norm(F.dropout(e, self.emb_dropout_prob, self.training))
+        return {"start": 0, "end": seq.shape[0], "e": e, "last": None, "key_mask": None,
+                "attn_bias": release_attention_bias(seq == 0, self.causal)}
+
     def _draw_lambda(self, batch: int, width: int, perm):
         """lambda ~ N(delta, delta) of shape (B, max(width, MAX_LEN), 1 or H), in sorted order."""
         cols = max(width, self.max_len)
@@ -437,7 +548,9 @@ class DiffuRec(SequentialRecommender):
             n, width = e.shape[0], e.shape[1]
             z = torch.addcmul(e, lam[c["start"]:c["end"], :width], v[c["start"]:c["end"], None, :])
             if self.blocks is not None:
-                attn_mask = None if self.causal else c["key_mask"]
+                attn_mask = c.get("attn_bias")
+                if attn_mask is None:
+                    attn_mask = None if self.causal else c["key_mask"]
                 h = z
                 for block in self.blocks[:-1]:
                     h = block(h, attn_mask, self.causal)
