@@ -236,10 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.set_defaults(func=cmd_reproduce)
 
     from bench.cost import add_cost_parser
+    from bench.equivalence import add_equivalence_parser
     from bench.speed import add_speed_parser
 
     add_speed_parser(sub, _common)
     add_cost_parser(sub, _common)
+    add_equivalence_parser(sub)
     return parser
 
 
