@@ -227,15 +227,23 @@ class _Block(nn.Module):
         h = h + self._drop(self.ff2(self._drop(a) if self.release_dropout else a))
         return self._drop(h) if self.release_dropout else h
 
-    def forward(self, h, attn_mask, is_causal: bool):
-        """h: (B, L, H) -> (B, L, H); attn_mask None, (B, 1, 1, L) bool (True = attend) or
-        (B, 1, L, L) float (added to the scores)."""
+    def forward(self, h, attn_mask, is_causal: bool, hide=None):
+        """h: (B, L, H) -> (B, L, H); attn_mask None or (B, 1, 1, L) bool (True = attend).
+
+        hide: (B, 1, L, L) bool, the authors' mask (``release_attention_mask``): hidden scores are
+        *replaced* by -1e9 as in their code, so no gradient flows through them (an additive mask
+        would give the same forward pass but other gradients).
+        """
         b, length, hidden = h.shape
         a = self.ln1(h)
         q, k, v = self.qkv(a).view(b, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
-        o = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, is_causal=is_causal and attn_mask is None,
-            dropout_p=self.p_attn if self.training else 0.0)
+        if hide is not None:
+            scores = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(hide, -1e9)
+            o = F.dropout(scores.softmax(-1), self.p_attn, self.training) @ v
+        else:
+            o = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, is_causal=is_causal and attn_mask is None,
+                dropout_p=self.p_attn if self.training else 0.0)
         o = o.transpose(1, 2).reshape(b, length, hidden)
         h = h + self._drop(self.out(o))
         return self._ffn(h)
@@ -272,8 +280,8 @@ def left_pad(item_seq: torch.Tensor, lengths: torch.Tensor, width: int) -> torch
     return torch.where(src >= 0, taken, torch.zeros_like(taken))
 
 
-def release_attention_bias(query_pad: torch.Tensor, causal: bool) -> torch.Tensor:
-    """(B, 1, L, L) float bias of the authors' attention mask from query_pad (B, L) bool.
+def release_attention_mask(query_pad: torch.Tensor, causal: bool) -> torch.Tensor:
+    """(B, 1, L, L) bool, True = hidden: the authors' attention mask from query_pad (B, L) bool.
 
     Their mask hides padded *query rows* (every score of such a row is -1e9, so it attends
     uniformly to all positions), never padded keys: real positions attend to the padding.
@@ -281,11 +289,11 @@ def release_attention_bias(query_pad: torch.Tensor, causal: bool) -> torch.Tenso
     sees the padding before each position).
     """
     b, length = query_pad.shape
-    bias = torch.zeros(b, 1, length, length, device=query_pad.device)
+    hide = query_pad[:, None, :, None].expand(b, 1, length, length)
     if causal:
         later = torch.triu(torch.ones(length, length, dtype=torch.bool, device=query_pad.device), 1)
-        bias = bias.masked_fill(later, -1e9)
-    return bias.masked_fill(query_pad[:, None, :, None], -1e9)
+        hide = hide | later
+    return hide
 
 
 class DiffuRec(SequentialRecommender):
@@ -531,7 +539,7 @@ class DiffuRec(SequentialRecommender):
             e = e + self.position_embedding.weight[: self.max_len]
         e = self.emb_norm(F.dropout(e, self.emb_dropout_prob, self.training))
         return {"start": 0, "end": seq.shape[0], "e": e, "last": None, "key_mask": None,
-                "attn_bias": release_attention_bias(seq == 0, self.causal)}
+                "hide": release_attention_mask(seq == 0, self.causal)}
 
     def _draw_lambda(self, batch: int, width: int, perm):
         """lambda ~ N(delta, delta) of shape (B, max(width, MAX_LEN), 1 or H), in sorted order."""
@@ -548,12 +556,10 @@ class DiffuRec(SequentialRecommender):
             n, width = e.shape[0], e.shape[1]
             z = torch.addcmul(e, lam[c["start"]:c["end"], :width], v[c["start"]:c["end"], None, :])
             if self.blocks is not None:
-                attn_mask = c.get("attn_bias")
-                if attn_mask is None:
-                    attn_mask = None if self.causal else c["key_mask"]
+                attn_mask = None if self.causal else c["key_mask"]
                 h = z
                 for block in self.blocks[:-1]:
-                    h = block(h, attn_mask, self.causal)
+                    h = block(h, attn_mask, self.causal, hide=c.get("hide"))
                 out = self.blocks[-1].forward_last(h, c["last"], c["key_mask"])
             else:
                 h, _ = self.gru(z)

@@ -51,8 +51,11 @@ def test_a_changed_draw_order_fails_not_crashes():
     assert verdicts == {"loss and gradients": False, "reverse-process scores": True}
 
 
-def test_lambda_layout_follows_right_padding():
+def test_lambda_layout_follows_the_models_padding():
     suite, _, batch, draws = _sides()
+    assert suite.model.attention_padding == "release"  # the paper protocol: left-padded, as drawn
+    assert torch.equal(suite._lambda(draws.lam_z, batch), draws.lam_z)
+    suite.model.attention_padding = "keys"              # right-padded: each row's columns shift left
     lam = suite._lambda(draws.lam_z, batch)
     n = int(batch.lengths[-1])
     assert torch.equal(lam[-1, :n], draws.lam_z[-1, -n:]) and torch.equal(lam[0], draws.lam_z[0])

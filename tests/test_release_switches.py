@@ -78,10 +78,10 @@ def test_release_padding_is_left_padding_with_query_rows_masked():
     seq = torch.tensor([[3, 4, 0, 0], [5, 6, 7, 8]])
     out = dr.left_pad(seq, torch.tensor([2, 4]), 6)
     assert out.tolist() == [[0, 0, 0, 0, 3, 4], [0, 0, 5, 6, 7, 8]]
-    bias = dr.release_attention_bias(out == 0, causal=False)
-    assert (bias[0, 0, :4] == -1e9).all() and (bias[0, 0, 4:] == 0).all()   # padded rows hidden, keys never
-    causal = dr.release_attention_bias(out == 0, causal=True)
-    assert causal[1, 0, 5, 0] == 0 and causal[1, 0, 2, 3] == -1e9          # a real row sees the padding before it
+    hide = dr.release_attention_mask(out == 0, causal=False)
+    assert hide[0, 0, :4].all() and not hide[0, 0, 4:].any()         # padded rows hidden, keys never
+    causal = dr.release_attention_mask(out == 0, causal=True)
+    assert not causal[1, 0, 5, 0] and causal[1, 0, 2, 3]             # a real row sees the padding before it
 
 
 def test_gelu_tanh_is_the_tanh_approximation():
