@@ -8,7 +8,7 @@ returns a list of :class:`~bench.report.context.Drawn` and
 """
 from __future__ import annotations
 
-from bench.report import controls, diagnosis, gap, significance, summaries, tables, tuning
+from bench.report import controls, diagnosis, fidelity, gap, significance, summaries, tables, tuning
 from bench.report.figures import breakdown, efficiency, loss, reverse_steps, settings
 
 TABLES = (
@@ -16,6 +16,7 @@ TABLES = (
     tables.table2,              # table2, significance_table2
     tables.table3,              # table3, significance_table3
     controls.controls,          # controls (profiles with `controls:`)
+    fidelity.fidelity,          # fidelity: DiffuRec as its authors train it (issue 25)
     tuning.tuning,              # tuning (profiles with `tuning:`)
     summaries.all_runs,         # summary_all_runs
     gap.gap_to_paper,           # gap_to_paper
@@ -32,4 +33,5 @@ FIGURES = (  # drawn for every dataset with runs
     reverse_steps.fig12_reverse_steps,
     loss.fig10_loss,
     efficiency.fig11_efficiency,
+    fidelity.fidelity_curves,
 )

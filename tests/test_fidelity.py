@@ -1,0 +1,76 @@
+"""reports/<profile>/fidelity.md: DiffuRec's recipes, single-cause runs and DiffuRec vs SASRec, from a fake store."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench import report, store
+from bench.report import fidelity
+from bench.report.collect import collect
+from tests.test_report import DIFFUREC_PARAMS, PROFILE, write_fake_run
+
+
+def _variant(root, model, base, seed, counts, params):
+    write_fake_run(root, "beauty", model, seed, counts, base_model=base,
+                   variant={"name": model, "params": params}, params={**DIFFUREC_PARAMS, **params}
+                   if base == "DiffuRec" else params)
+
+
+@pytest.fixture(scope="module")
+def store_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fid") / "results"
+    for seed, off in enumerate((0, 2, -1)):
+        write_fake_run(root, "beauty", "DiffuRec", seed, (40 + off, 20, 20), params=DIFFUREC_PARAMS)
+        write_fake_run(root, "beauty", "SASRec", seed, (50 + off, 20, 20))
+    _variant(root, "DiffuRec-paper-es", "DiffuRec", 0, (60, 20, 20), {"protocol": "paper"})
+    _variant(root, "DiffuRec-embinit", "DiffuRec", 0, (40, 20, 20), {"embedding_init_std": 1.0})
+    _variant(root, "DiffuRec-padattn", "DiffuRec", 0, (20, 20, 20), {"attention_padding": "release"})
+    _variant(root, "SASRec-paper", "SASRec", 0, (45, 20, 20), {"protocol": "paper"})
+    return root
+
+
+def test_paired_difference_matches_the_hand_computed_mean_and_pairs_only_common_seeds():
+    users = np.arange(4)
+    a = {0: (users, np.tile([1.0, 0.0, 1.0, 1.0], (6, 1))), 1: (users, np.tile([0.0, 0.0, 1.0, 1.0], (6, 1)))}
+    b = {0: (users, np.tile([0.0, 0.0, 1.0, 0.0], (6, 1)))}
+    d = fidelity.paired_difference(a, b, "NDCG@10")
+    assert d["seeds"] == [0] and d["n_users"] == 4
+    assert d["diff"] == pytest.approx(0.5)  # seed 1 of a has no partner and is left out
+    assert d["ci_low"] < 0.5 < d["ci_high"]
+    assert fidelity.paired_difference(a, {5: b[0]}, "NDCG@10")["n_seeds"] == 0
+
+
+def test_frames_follow_the_records(store_root):
+    col = collect(store_root, PROFILE)
+    values = {m: fidelity.seed_values(col, "beauty", m) for m in fidelity._models_needed()}
+    recipes = fidelity.recipe_frame(col, "beauty", values)
+    assert set(recipes["recipe"]) == {"clean", "paper-es"}  # no DiffuRec-paper record: not shown
+    clean = recipes[(recipes["recipe"] == "clean") & (recipes["metric"] == "HR@5")].iloc[0]
+    assert clean["n_seeds"] == 3 and clean["mean_pct"] == pytest.approx(100 * np.mean([40, 42, 39]) / 200)
+    assert clean["paper_pct"] == pytest.approx(5.5758) and np.isfinite(clean["sd_pct"])
+    causes = fidelity.cause_frame(col, "beauty", values).set_index(["model", "metric"])
+    # padattn has 20 fewer rank-0 users than clean seed 0 (40): HR@10 drops 20/200 = 10 points
+    assert causes.loc[("DiffuRec-padattn", "HR@10"), "diff_pct"] == pytest.approx(-10.0)
+    assert causes.loc[("DiffuRec-padattn", "HR@10"), "seeds"] == "0"
+    assert causes.loc[("DiffuRec-embinit", "HR@10"), "diff_pct"] == pytest.approx(0.0)
+    versus = fidelity.versus_sasrec_frame(col, "beauty", values).set_index(["recipe", "metric"])
+    assert versus.loc[("paper-es", "HR@10"), "diff_pct"] == pytest.approx(100 * (80 - 65) / 200)
+    assert versus.loc[("clean", "HR@10"), "seeds"] == "0,1,2"
+
+
+def test_render_writes_fidelity_with_a_generated_verdict_and_curves(store_root, tmp_path):
+    paths = report.render(store_root, tmp_path, PROFILE, data_dir=tmp_path / "no-data")
+    md = (tmp_path / PROFILE / "fidelity.md").read_text()
+    assert md.startswith("# Fidelity")
+    assert "**Beauty, NDCG@10:** clean DiffuRec" in md and "`paper-es`" in md
+    assert "Not finished yet: `paper`" in md
+    assert "DiffuRec-padattn" in md and "DiffuRec-bidir" not in md.split("## Beauty")[1].split("### DiffuRec against")[0]
+    assert (tmp_path / PROFILE / "figures" / "fidelity_curves_beauty.png") in paths
+    csv = pd.read_csv(tmp_path / PROFILE / "fidelity.csv")
+    assert set(csv["part"]) == {"recipe", "cause", "versus_sasrec"}
+
+
+def test_no_fidelity_report_without_a_release_or_cause_run(tmp_path):
+    root = tmp_path / "results"
+    write_fake_run(root, "beauty", "DiffuRec", 0, (40, 20, 20), params=DIFFUREC_PARAMS)
+    report.render(root, tmp_path / "reports", PROFILE, data_dir=tmp_path / "no-data")
+    assert not (tmp_path / "reports" / PROFILE / "fidelity.md").exists()
