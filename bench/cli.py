@@ -237,11 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from bench.cost import add_cost_parser
     from bench.equivalence import add_equivalence_parser
+    from bench.progress import add_progress_parser
     from bench.speed import add_speed_parser
 
     add_speed_parser(sub, _common)
     add_cost_parser(sub, _common)
     add_equivalence_parser(sub)
+    add_progress_parser(sub, _common)
     return parser
 
 
