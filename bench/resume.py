@@ -7,13 +7,20 @@ else ``.cache/runs`` in the repository; git-ignored), named by the run's config 
                    (model, optimizers, schedulers, the fit's progress, every RNG state,
                    and ``meta``: the config hash and the process segments so far);
 ``state.prev.pt``  the state before it, the fallback when ``state.pt`` is damaged;
+``segments.json``  every process that worked on the run (``meta.segments``), written when the
+                   process starts, so a process killed before its first save still counts;
 ``lock``           held (``flock``) by the process training the run, so that two grids
-                   over one store never train the same run.
+                   over one state folder never train the same run (the run's record folder
+                   has its own lock, ``bench.store.RunLock``, which the runner takes first).
 
-Writes are atomic (temporary file, fsync, rename), so a kill mid-write leaves the
-previous state whole.  A state whose digest or config hash does not match is reported
-in one line naming the file and is never loaded.  The folder is deleted once the run's
-record is written.
+A save writes the new state to a temporary file (fsync) *before* it rotates ``state.pt``
+to ``state.prev.pt`` and renames the new one in, so a kill at any point leaves at least
+one whole state.  A ``state.pt`` found damaged is never rotated over a good
+``state.prev.pt``: the next save replaces it and keeps the previous one.  A state whose
+digest or config hash does not match is reported in one line naming the file and is never
+loaded; the resume line names the file the run resumed from.  A failed write (disk full)
+raises ``WriteError`` naming the file, with the earlier states untouched.  The folder is
+deleted once the run's record is written.  docs/resuming.md states what the tests prove.
 """
 from __future__ import annotations
 
@@ -25,9 +32,13 @@ import shutil
 import time
 from pathlib import Path
 
+import json
+
 import torch
 
-from bench.store import _atomic_write
+from bench import faults
+from bench.errors import WriteError
+from bench.store import _atomic_write, clean_temporaries
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FORMAT = 1
@@ -62,6 +73,8 @@ class RunState:
         self.notify = notify
         self.meta = {"config_hash": config_hash, "segments": [], "save_s": 0.0, "saves": 0}
         self.resumed_from = None
+        self.resumed_path = None   # the file the run resumed from
+        self._latest_bad = False   # state.pt was found damaged: never rotate it over state.prev.pt
         self._loaded = False
         self._payload = None
         self._last = time.monotonic()
@@ -73,15 +86,24 @@ class RunState:
 
     # ------------------------------------------------------------------ lock
     def acquire(self) -> None:
-        """Take the run's lock or raise ``StateBusy``."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        handle = open(self.folder / "lock", "a+")
+        """Take the run's lock or raise ``StateBusy``; ``WriteError`` naming the folder when the
+        state directory cannot be written (found before any training).  Deletes the temporary
+        files a killed save left."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            handle = open(self.folder / "lock", "a+")
+        except OSError as err:
+            raise WriteError.of(self.folder, err, "state directory not writable:") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
             raise StateBusy(str(self.folder)) from None
         self._lock = handle
+        from bench.store import check_writable
+
+        check_writable(self.folder, "state directory not writable:")
+        clean_temporaries(self.folder, ("state.pt", ".state.pt.new", "segments.json"))
 
     def release(self) -> None:
         if self._lock is not None:
@@ -107,29 +129,66 @@ class RunState:
                 payload, why = None, "it belongs to another config"
             if payload is None:
                 self.notify(f"run state {path} not used: {why}")
+                self._latest_bad = self._latest_bad or path == self.path
                 continue
             self.meta = payload["meta"]
+            self.meta.setdefault("saves", 0)
             self.resumed_from = int(payload["progress"].epoch)
+            self.resumed_path = path
             return payload
         return None
+
+    @property
+    def segments_path(self) -> Path:
+        return self.folder / "segments.json"
+
+    def start_segment(self, segment: dict) -> None:
+        """Register this process as a segment of the run, on disk at once.
+
+        ``segments.json`` holds every segment so far, those killed before their first save
+        included (a state's ``meta.segments`` only knows the segments up to that save)."""
+        self.load()
+        known = self.meta.get("segments", [])
+        try:
+            listed = json.loads(self.segments_path.read_text())
+            if isinstance(listed, list) and len(listed) >= len(known) and listed[:len(known)] == known:
+                known = listed
+        except (OSError, ValueError):
+            pass  # absent (a fresh run, or a state from before segments.json) or damaged: the state's list
+        self.meta["segments"] = [*known, segment]
+        _atomic_write(self.segments_path, json.dumps(self.meta["segments"]).encode())
+        faults.hit("segment", self.segments_path)
 
     def maybe_save(self, make_payload, result=None, force: bool = False) -> bool:
         """Save ``make_payload()`` if ``every_s`` has passed since the last save (or ``force``)."""
         if not force and time.monotonic() - self._last < self.every_s:
             return False
         t0 = time.perf_counter()
-        payload = dict(make_payload(), meta=self.meta, format=FORMAT)
+        # the saved meta counts this save: a process killed after it still has it counted
+        meta = {**self.meta, "saves": self.meta.get("saves", 0) + 1}
+        payload = dict(make_payload(), meta=meta, format=FORMAT)
         buffer = io.BytesIO()
         torch.save(payload, buffer)
         blob = buffer.getvalue()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            os.replace(self.path, self.folder / "state.prev.pt")
-        _atomic_write(self.path, hashlib.sha256(blob).hexdigest().encode() + b"\n" + blob)
+        self._write(hashlib.sha256(blob).hexdigest().encode() + b"\n" + blob)
+        self.meta = meta
         self.meta["save_s"] += time.perf_counter() - t0  # carried by the next save: totals over segments
-        self.meta["saves"] += 1
         self._last = time.monotonic()
         return True
+
+    def _write(self, data: bytes) -> None:
+        """New state in a temporary file first; then rotate (unless ``state.pt`` is known bad) and
+        rename.  A kill anywhere leaves ``state.pt`` or ``state.prev.pt`` whole."""
+        new = self.folder / ".state.pt.new"
+        _atomic_write(new, data)
+        try:
+            if self.path.exists() and not self._latest_bad:
+                faults.hit("rotate", self.path)
+                os.replace(self.path, self.folder / "state.prev.pt")
+            os.replace(new, self.path)
+        except OSError as err:
+            raise WriteError.of(self.path, err) from None
+        self._latest_bad = False
 
     def clear(self) -> None:
         self.release()

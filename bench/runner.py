@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from bench import engine, resume, store
-from bench.errors import BenchError
+from bench.errors import BenchError, WriteError
 from bench.profiles import Entry
 from bench.resume import RunState
 from bench.zoo import build_model, get_spec, resolve_params
@@ -222,13 +222,43 @@ def run_entry(entry: Entry, profile: dict, results_dir, data_dir=None, force=Fal
     folder = store.run_dir(results_dir, profile["name"], entry.dataset, entry.model, entry.seed)
     full = load_sequences(entry.dataset, data_dir)
     key = config_key(entry, profile, full.sha256, full.n_users)
-    params, protocol, budget, extra = key["params"], key["protocol"], key["budget"], key["extra_evals"]
-    users = evaluated_users(full.n_users, budget["max_users"])
+    users = evaluated_users(full.n_users, key["budget"]["max_users"])
     chash = store.config_hash(key)
-    existing = store.read_record(folder)
+    existing = _existing_record(folder, force)
     if not force and existing and existing.get("status") == "ok" and existing.get("config_hash") == chash:
         return "skipped", existing
     device = resolve_device(str(device))
+    lock = store.RunLock(folder)  # the run's own lock, beside its record; WriteError if unwritable
+    try:
+        lock.acquire()
+    except store.RunBusy:
+        return "busy", None
+    try:
+        return _locked_run(entry, profile, folder, full, key, chash, users, existing, force, progress, device,
+                           state_dir, save_every_s, notify)
+    finally:
+        lock.release()
+
+
+def _existing_record(folder: Path, force: bool) -> dict | None:
+    """The run folder's record; a damaged one is an error (named), except under --force, which
+    replaces it."""
+    try:
+        return store.read_record(folder)
+    except store.DamagedFile:
+        if force:
+            return None
+        raise
+
+
+def _locked_run(entry, profile, folder, full, key, chash, users, existing, force, progress, device,
+                state_dir, save_every_s, notify):
+    """run_entry's work once the run's lock is held."""
+    params, protocol, budget, extra = key["params"], key["protocol"], key["budget"], key["extra_evals"]
+    store.clean_temporaries(folder)  # left by a process killed while it wrote the record
+    existing = _existing_record(folder, force)  # another process may have finished it while we waited
+    if not force and existing and existing.get("status") == "ok" and existing.get("config_hash") == chash:
+        return "skipped", existing
     state = RunState(resume.state_dir(state_dir), chash,
                      resume.DEFAULT_EVERY_S if save_every_s is None else save_every_s, notify)
     try:
@@ -251,6 +281,9 @@ def run_entry(entry: Entry, profile: dict, results_dir, data_dir=None, force=Fal
     try:
         record, ranks = _train_and_rank(entry, params, protocol, full, users, extra, record, progress,
                                         device, state, notify)
+    except WriteError:  # a full disk or a lost folder is no result of the run: one line, state kept
+        state.release()
+        raise
     except Exception as err:  # recorded, never silently lost; the grid moves on
         state.release()
         record.update(status="failed", error={
@@ -265,11 +298,15 @@ def run_entry(entry: Entry, profile: dict, results_dir, data_dir=None, force=Fal
         state.release()
         raise
     record["ranks_sha256"] = store.ranks_digest(ranks)
-    if code:  # the code that made the record is its revision plus this diff
-        store.write_bytes(folder / "code.diff.gz", gzip.compress(code.encode(), mtime=0))
-    else:
-        (folder / "code.diff.gz").unlink(missing_ok=True)
-    store.write_run(folder, record, ranks)
+    try:
+        if code:  # the code that made the record is its revision plus this diff
+            store.write_bytes(folder / "code.diff.gz", gzip.compress(code.encode(), mtime=0))
+        else:
+            (folder / "code.diff.gz").unlink(missing_ok=True)
+        store.write_run(folder, record, ranks)
+    except BaseException:  # the saved state stays: a rerun resumes from it
+        state.release()
+        raise
     (folder / "failed.json").unlink(missing_ok=True)
     state.clear()
     return "ok", record
@@ -284,13 +321,13 @@ def _start_segment(state: RunState, record: dict, notify) -> None:
     """Load the saved state (if any) and note this process as a new segment of the run."""
     state.load()
     env = record["env"]
-    state.meta["segments"].append({
+    state.start_segment({
         "started": record["created"], "from_epoch": state.resumed_from or 0,
         "git_revision": env["git_revision"], "git_dirty": env["git_dirty"], "cpu": env["cpu"],
         "device": env["device"], "threads": env["threads"]})
     if state.resumed_from is not None:
         notify(f"resumed {record['dataset']}/{record['model']}/seed-{record['seed']} from epoch "
-               f"{state.resumed_from} ({state.path})")
+               f"{state.resumed_from} ({state.resumed_path})")
 
 
 def _train_and_rank(entry, params, protocol, full, users, extra, record, progress, device, state, notify):

@@ -12,17 +12,29 @@ Layout: ``<results>/<profile>/<dataset>/<model>/seed-<S>/`` with
 
 A rank r gives HR@k = [r < k] and NDCG@k = [r < k] / log2(r + 2): every metric,
 breakdown and paired test downstream is computed from these arrays alone.
+
+``.lock`` (present while a process trains the run) is the run's lock (``RunLock``): it
+belongs to the record, so two processes never train one run whatever their state folders.
+Every write is atomic (``_atomic_write``: temporary ``.<name>.*`` file, fsync, rename); a
+kill leaves at most a temporary file, which the next run of that folder deletes
+(``clean_temporaries``).  A file that cannot be read raises ``DamagedFile`` naming it; one
+that cannot be written raises ``WriteError`` naming it.  See docs/resuming.md.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from bench import faults
+from bench.errors import DamagedFile, WriteError
 
 SCHEMA = 1
 RECORD_FIELDS = (
@@ -88,19 +100,109 @@ def run_dir(results_dir, profile: str, dataset: str, model: str, seed: int) -> P
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    """Write ``data`` to ``path`` whole or not at all: a temporary file beside it, fsync, rename.
+
+    Raises ``WriteError`` naming ``path`` (disk full, no permission, ...); the file that was
+    there before is then untouched and the temporary file removed.
+    """
+    path = Path(path)
+    tmp = None
     try:
+        faults.hit("open", path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
+            faults.hit("fsync", path)
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
+        faults.hit("rename", path)
         os.replace(tmp, path)
+    except OSError as err:
+        _discard(tmp)
+        raise WriteError.of(path, err) from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _discard(tmp)
         raise
+
+
+def _discard(tmp) -> None:
+    if tmp is not None and os.path.exists(tmp):
+        os.unlink(tmp)
+
+
+# Files of a run folder written through _atomic_write: their temporaries are ".<name>.<random>".
+RUN_FILES = ("ranks.npz", "record.json", "failed.json", "code.diff.gz")
+
+
+def clean_temporaries(folder: Path, names=RUN_FILES) -> list[Path]:
+    """Delete the temporary files a killed write left in ``folder`` (call it holding the lock)."""
+    removed = []
+    for name in names:
+        for tmp in Path(folder).glob(f".{name}.*"):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+class RunBusy(Exception):
+    """Another process holds the run's lock."""
+
+
+class RunLock:
+    """``flock`` on ``<run folder>/.lock``: held by the one process training that run.
+
+    ``acquire()`` creates the folder (so an unwritable results store is found before any
+    training: ``WriteError``), or raises ``RunBusy``.  ``release()`` deletes the file; a
+    process that locked a file deleted meanwhile retries on the new one, so two processes
+    never both hold the lock.
+    """
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / ".lock"
+        self._handle = None
+
+    def acquire(self) -> None:
+        while True:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                handle = open(self.path, "a+")
+            except OSError as err:
+                raise WriteError.of(self.path.parent, err, "results folder not writable:") from None
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                raise RunBusy(str(self.path)) from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(handle.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._handle = handle
+                check_writable(self.path.parent, "results folder not writable:")
+                return
+            handle.close()  # released and deleted between our open and our flock: take the new one
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self.path.unlink(missing_ok=True)
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+
+def check_writable(folder: Path, what: str = "cannot write in") -> None:
+    """Create and delete a temporary file in ``folder`` (``WriteError`` naming it if that fails)."""
+    try:
+        faults.hit("open", Path(folder) / ".probe")
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".probe.")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as err:
+        raise WriteError.of(folder, err, what) from None
 
 
 def write_run(folder: Path, record: dict, ranks: dict[str, np.ndarray] | None) -> None:
@@ -110,6 +212,7 @@ def write_run(folder: Path, record: dict, ranks: dict[str, np.ndarray] | None) -
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **ranks)
         _atomic_write(folder / "ranks.npz", buffer.getvalue())
+        faults.hit("record", folder / "record.json")
     write_json(folder / "record.json", record)
 
 
@@ -134,27 +237,59 @@ def _json_default(value):
 
 
 def read_record(folder: Path) -> dict | None:
+    """The record of a run folder (None if it has none); ``DamagedFile`` naming the file when it is
+    not a JSON object."""
     path = Path(folder) / "record.json"
     if not path.exists():
         return None
-    record = json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise DamagedFile(f"{path}: damaged record ({_why(err)}); delete it (or rerun with --force) "
+                          "to make it again") from None
+    if not isinstance(record, dict):
+        raise DamagedFile(f"{path}: damaged record (a JSON {type(record).__name__}, not an object)")
     record["_dir"] = str(folder)
     return record
 
 
+def _why(err: Exception) -> str:
+    if isinstance(err, OSError):
+        return err.strerror or str(err)
+    return f"{type(err).__name__}: {err}".replace("\n", " ")
+
+
 def read_ranks(folder: Path) -> dict[str, np.ndarray]:
-    with np.load(Path(folder) / "ranks.npz") as z:
-        return {key: z[key] for key in z.files}
+    """Every array of a run's ``ranks.npz``; ``DamagedFile`` naming it when it is unreadable
+    (``FileNotFoundError`` when it is absent)."""
+    path = Path(folder) / "ranks.npz"
+    try:
+        with np.load(path) as z:
+            return {key: z[key] for key in z.files}
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        raise DamagedFile(f"{path}: damaged ranks file ({_why(err)})") from None
 
 
-def iter_records(results_dir, profile: str):
-    """Every record of a profile (ok and failed), in a stable order."""
+def iter_records(results_dir, profile: str, problems: list | None = None):
+    """Every record of a profile (ok and failed), in a stable order.
+
+    A damaged record raises ``DamagedFile``; with ``problems`` (a list) it is left out and
+    its one-line description appended there instead.
+    """
     root = Path(results_dir) / profile
     for path in sorted(root.glob("*/*/seed-*/record.json")):
-        record = read_record(path.parent)
+        try:
+            record = read_record(path.parent)
+        except DamagedFile as err:
+            if problems is None:
+                raise
+            problems.append(str(err))
+            continue
         if record is not None:
             yield record
 
 
-def load_records(results_dir, profile: str, status: str | None = "ok") -> list[dict]:
-    return [r for r in iter_records(results_dir, profile) if status is None or r["status"] == status]
+def load_records(results_dir, profile: str, status: str | None = "ok", problems: list | None = None) -> list[dict]:
+    return [r for r in iter_records(results_dir, profile, problems) if status is None or r.get("status") == status]
