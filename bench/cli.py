@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         "reproduce", help="re-run records and compare: identical (exit 0), equivalent (3), different (1)",
         description="Re-run one record (or, with --all, many) into a temporary store and compare with the record: "
                     "identical (exit 0), equivalent = differs only as floating-point order on another environment "
-                    "explains (exit 3), different (exit 1). The rule is in README.md, 'Auditing'.")
+                    "explains (exit 3), different (exit 1). The rule is in docs/operations.md, 'bench reproduce'.")
     _common(reproduce, profile=False)
     reproduce.add_argument("record_dir", nargs="?", help="a run folder (…/<profile>/<dataset>/<model>/seed-<S>), or "
                                                          "relative to --results-dir")

@@ -50,7 +50,7 @@ def test_block_names_datasets_without_records_and_missing_inputs(tmp_path):
     (root / "full" / "audit.json").unlink()
     (root / "speed" / "campaign-full.md").unlink()
     block = readme.readme_block(root)
-    assert "No records yet on: Toys, ML-1M, Steam." in block
+    assert "No DiffuRec records yet on: Toys, ML-1M, Steam." in block
     assert "No audit yet: run `bench check --profile full`." in block
     assert "`bench cost --profile full` has not been run" in block
     assert "| Toys |" not in block.split("Controls")[0]

@@ -59,7 +59,7 @@ def anchor(heading: str) -> str:
 
 
 def headline_rows(folder: Path) -> tuple[list[list[str]], list[str]]:
-    """(rows of the headline table, datasets of the paper without any Table 2 record).
+    """(rows of the headline table, datasets of the paper without a Table 2 record of DiffuRec).
 
     One row per (dataset, headline metric) with records: the paper's DiffuRec and best baseline, ours
     (mean ± std over seeds, seeds), our best baseline, the paired difference DiffuRec − best baseline
@@ -99,7 +99,8 @@ def headline_rows(folder: Path) -> tuple[list[list[str]], list[str]]:
                 f"{_mean(ours)} ({int(ours['n_seeds'])})",
                 f"{best_name} {_mean(best)} ({int(best['n_seeds'])})" if best is not None else MISSING,
                 diff, p])
-    absent = [d for d in order_datasets(set(paper["dataset"])) if d not in set(table2["dataset"])]
+    with_target = set(table2.loc[table2["model"] == TARGET, "dataset"])
+    absent = [d for d in order_datasets(set(paper["dataset"])) if d not in with_target]
     return rows, absent
 
 
@@ -170,7 +171,7 @@ def readme_block(reports_dir, profile: str = PROFILE) -> str:
     else:
         lines += [f"No Table 2 records yet: `{rel}/table2.csv` is missing.", ""]
     if absent:
-        lines += [f"No records yet on: {', '.join(dataset_title(d) for d in absent)}.", ""]
+        lines += [f"No DiffuRec records yet on: {', '.join(dataset_title(d) for d in absent)}.", ""]
     controls = control_rows(folder)
     if controls:
         lines += [f"Controls, HR@10: Δ = control − DiffuRec over the same users, in points "
