@@ -18,7 +18,10 @@ def _common(parser, profile=True):
     parser.add_argument("--reports-dir", default=str(REPO_ROOT / "reports"), help="rendered reports (default reports/)")
     parser.add_argument("--data-dir", default=None, help="data folder (else $BENCH_DATA_DIR, else ../shared/data/diffurec)")
     if profile:
-        parser.add_argument("--profile", default="quick", help="profile name or YAML path (default quick)")
+        from bench.profiles import DEFAULT_PROFILE
+
+        parser.add_argument("--profile", default=DEFAULT_PROFILE,
+                            help=f"profile name or YAML path (default {DEFAULT_PROFILE})")
 
 
 def add_device_arg(parser) -> None:
@@ -134,6 +137,9 @@ def cmd_check(args) -> int:
     result = audit(args.profile, args.results_dir, args.data_dir, run_determinism=not args.skip_determinism,
                    device=args.device)
     md, _ = write_audit(result, args.reports_dir)
+    from bench.report.readme import update_readme
+
+    update_readme(args.reports_dir, result["profile"])  # the README quotes the claim verdicts
     print(console_summary(result, md))
     return 0 if result["integrity"]["passed"] else 1
 
@@ -158,7 +164,9 @@ def _reproduce_all(args) -> int:
 
     if args.record_dir or args.with_recorded_code or args.keep:
         raise BenchError("reproduce --all takes no record folder, --with-recorded-code or --keep")
-    out = reproduce_all(args.profile or "quick", args.results_dir, args.reports_dir, args.data_dir, args.models,
+    from bench.profiles import DEFAULT_PROFILE
+
+    out = reproduce_all(args.profile or DEFAULT_PROFILE, args.results_dir, args.reports_dir, args.data_dir, args.models,
                         args.datasets, args.seeds, args.sample, args.sample_seed, args.device, args.redo)
     counts = ", ".join(f"{sum(r['verdict'] == v for r in out['rows'])} {v}" for v in VERDICTS)
     print(f"{len(out['rows'])} records: {counts}; wrote {out['path']}")
@@ -212,12 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
         "reproduce", help="re-run records and compare: identical (exit 0), equivalent (3), different (1)",
         description="Re-run one record (or, with --all, many) into a temporary store and compare with the record: "
                     "identical (exit 0), equivalent = differs only as floating-point order on another environment "
-                    "explains (exit 3), different (exit 1). The rule is in README.md, 'Auditing'.")
+                    "explains (exit 3), different (exit 1). The rule is in docs/operations.md, 'bench reproduce'.")
     _common(reproduce, profile=False)
     reproduce.add_argument("record_dir", nargs="?", help="a run folder (…/<profile>/<dataset>/<model>/seed-<S>), or "
                                                          "relative to --results-dir")
     reproduce.add_argument("--profile", default=None, help="profile name or YAML (default: the record's profile; "
-                                                           "with --all: quick)")
+                                                           "with --all: the default profile)")
     reproduce.add_argument("--keep", action="store_true", help="keep the temporary store of the rerun")
     reproduce.add_argument("--device", default="record",
                            help="record (default: the record's own kind, cpu or cuda), auto, cpu, cuda or cuda:N")

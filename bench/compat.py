@@ -1,7 +1,7 @@
 """Make RecBole 1.2.1 run on numpy 2.x and torch >= 2.6, without forking it.
 
 Import this module before anything from ``recbole`` (``bench/__init__.py`` does).
-Each patch below answers one measured breakage (see README, "RecBole compatibility"):
+Each patch below answers one measured breakage (see docs/internals.md, "RecBole compatibility"):
 
 1. numpy 2 removed ``np.float_``, ``np.complex_``, ``np.unicode_`` (read by
    ``Config.compatibility_settings``) and ``np.float`` (read by the evaluator and

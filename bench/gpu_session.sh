@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One lent GPU session in one command: the GPU check, then slices of the paper profile, all
-# inside DEADLINE seconds (default 470), packed into $OUT (README "Running on a GPU").
+# inside DEADLINE seconds (default 470), packed into $OUT (docs/gpu.md).
 #
 # Here, first: `bash bench/gpu_prepare.sh` (wheels and data into .cache/gpu, git-ignored);
 # there, from the repository root with .cache/gpu carried: `bash bench/gpu_session.sh`.

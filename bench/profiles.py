@@ -9,9 +9,11 @@ from bench.errors import BenchError
 from bench.zoo import discover, load_yaml
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+# the profile every command and ./run_all.sh use when none is named (run_all.sh reads this line)
+DEFAULT_PROFILE = "full"
 REQUIRED = ("protocol", "datasets", "models", "seeds", "train")
 KNOWN = REQUIRED + ("description", "max_users", "max_train_prefixes", "stop_users", "max_seq_len",
-                    "model_overrides", "variants", "extra_evals", "determinism", "tuning", "controls", "priority")
+                    "model_overrides", "variants", "extra_evals", "determinism", "tuning", "controls", "priority", "cheap")
 PRIORITY_KEYS = ("models", "datasets", "seeds")
 
 
@@ -31,6 +33,8 @@ def load_profile(name: str) -> dict:
     unknown = sorted(set(profile) - set(KNOWN))
     if unknown:
         raise BenchError(f"{path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(KNOWN)})")
+    if not isinstance(profile.get("cheap", False), bool):
+        raise BenchError(f"{path}: cheap: expected true or false, got {profile['cheap']!r}")
     profile["name"] = path.stem
     profile.setdefault("model_overrides", {})
     profile.setdefault("variants", [])

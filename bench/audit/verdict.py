@@ -26,7 +26,7 @@ of ``bench check``'s determinism section (the same run twice on this machine):
 
 * **different** — anything else; on an identical environment any change is different.
 
-Why these thresholds (README, "Auditing"): a float-order change perturbs scores by a
+Why these thresholds (docs/operations.md, "bench reproduce"): a float-order change perturbs scores by a
 few units in the last place; training amplifies them, but in the measured cross-CPU
 reruns (Intel Xeon against AMD EPYC, 2 threads) only 4 test + 5 validation ranks of
 2,000 users (SASRec) and 10 + 9, 80 in any stored ranking (DiffuRec: 4 %) moved, with

@@ -10,6 +10,7 @@ from bench.report.collect import collect
 from bench.report.context import Context, Drawn, Missing, Table
 from bench.report.figures import style
 from bench.report.index import index_md
+from bench.report.readme import update_readme
 from bench.report.registry import FIGURES, TABLES
 from bench.report.tuning import stand_in_runs
 
@@ -79,4 +80,7 @@ def render(results_dir, reports_dir, profile: str, data_dir=None,
     missing_runs = None if expected is None else [tuple(e) for e in expected if (e[0], e[1], e[2]) not in present]
     index = index_md(profile, ctx.col, links, drawn, missing_figs, missing_runs, ctx.notes)
     written.append(_write_text(out / "index.md", index))
+    readme = update_readme(reports_dir, profile)  # only for the README's profile, into the repository's reports/
+    if readme is not None:
+        written.append(readme)
     return written

@@ -8,7 +8,7 @@ function, grouped in modules by what the rule compares:
 ``variants``        DiffuRec vs its own variants (best setting; ablation)
 ``groups``          inside user groups (head/long-tail, length groups)
 ``convergence``     epochs to the best checkpoint
-``controls``        DiffuRec vs the controls that isolate the diffusion (README "Controls")
+``controls``        DiffuRec vs the controls that isolate the diffusion (docs/protocols.md, "Controls")
 ``base``            what the rules share: verdict dict, scope, baselines, Holm
 ==================  ==========================================================
 

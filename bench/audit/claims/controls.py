@@ -1,4 +1,4 @@
-"""Rules about the controls that isolate the diffusion (README "Controls"): DiffuRec against a named run."""
+"""Rules about the controls that isolate the diffusion (docs/protocols.md, "Controls"): DiffuRec against a named run."""
 from __future__ import annotations
 
 import math
