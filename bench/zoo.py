@@ -3,12 +3,15 @@
 A model is one file ``models/<name>.py`` defining exactly one ``recbole``
 ``SequentialRecommender`` subclass, plus ``models/<name>.yaml`` beside it.  Nothing
 else registers it: dropping the two files in is enough for the grid, the CLI and the
-shared contract test to pick it up.
+shared contract test to pick it up.  A folder named in ``$BENCH_MODELS_PATH``
+(``os.pathsep``-separated) is searched after ``models/`` in the same way: a model can
+live outside the repository, and a test can add a throwaway one.
 """
 from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +24,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from bench.errors import BenchError
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+MODELS_PATH_ENV = "BENCH_MODELS_PATH"  # more folders of <name>.py + <name>.yaml pairs
 
 # Keys every model gets unless its YAML or the profile says otherwise (RecBole names).
 HARNESS_DEFAULTS = {
@@ -95,23 +99,54 @@ def _model_class(module) -> type:
     return classes[0]
 
 
-def discover(models_dir: Path = MODELS_DIR) -> dict[str, ModelSpec]:
-    """All models, keyed by lower-case class name; a .py without a .yaml is ignored."""
+def models_dirs() -> list[Path]:
+    """Where models are found: ``models/``, then each folder of ``$BENCH_MODELS_PATH``."""
+    extra = [Path(p) for p in os.environ.get(MODELS_PATH_ENV, "").split(os.pathsep) if p]
+    return [MODELS_DIR, *extra]
+
+
+def _import_model_module(yaml_path: Path):
+    """The module ``models.<stem>`` of ``yaml_path``'s folder.
+
+    A folder outside ``models/`` joins the ``models`` package's search path, so the module
+    has the same dotted name wherever it lives (a pickled checkpoint or a worker imports it
+    the same way).
+    """
+    import models
+
+    folder = str(yaml_path.parent.resolve())
+    if folder not in [str(Path(p).resolve()) for p in models.__path__]:
+        models.__path__.append(folder)
+    module = importlib.import_module(f"models.{yaml_path.stem}")
+    if Path(module.__file__).resolve() != yaml_path.with_suffix(".py").resolve():
+        raise BenchError(f"{yaml_path.with_suffix('.py')}: module name 'models.{yaml_path.stem}' is already "
+                         f"taken by {module.__file__}")
+    return module
+
+
+def discover(models_dir: Path | None = None) -> dict[str, ModelSpec]:
+    """All models, keyed by lower-case class name; a .py without a .yaml is ignored.
+
+    models_dir: one folder to search (default: ``models_dirs()``).
+    """
     specs = {}
-    for yaml_path in sorted(Path(models_dir).glob("*.yaml")):
-        module_path = yaml_path.with_suffix(".py")
-        if not module_path.exists():
-            continue
-        module = importlib.import_module(f"models.{yaml_path.stem}")
-        cls = _model_class(module)
-        params = load_yaml(yaml_path)
-        overrides = params.pop("protocol_overrides", None) or {}
-        tuning = params.pop("tuning", None) or {}
-        specs[cls.__name__.lower()] = ModelSpec(cls.__name__, cls, yaml_path, params, overrides, tuning)
+    for folder in [Path(models_dir)] if models_dir else models_dirs():
+        for yaml_path in sorted(folder.glob("*.yaml")):
+            module_path = yaml_path.with_suffix(".py")
+            if not module_path.exists():
+                continue
+            cls = _model_class(_import_model_module(yaml_path))
+            if cls.__name__.lower() in specs:
+                raise BenchError(f"{module_path}: model '{cls.__name__}' is also defined in "
+                                 f"{specs[cls.__name__.lower()].yaml_path.with_suffix('.py')}")
+            params = load_yaml(yaml_path)
+            overrides = params.pop("protocol_overrides", None) or {}
+            tuning = params.pop("tuning", None) or {}
+            specs[cls.__name__.lower()] = ModelSpec(cls.__name__, cls, yaml_path, params, overrides, tuning)
     return specs
 
 
-def get_spec(name: str, models_dir: Path = MODELS_DIR) -> ModelSpec:
+def get_spec(name: str, models_dir: Path | None = None) -> ModelSpec:
     """Look a model up by name (case-insensitive); unknown names list the known ones."""
     specs = discover(models_dir)
     try:

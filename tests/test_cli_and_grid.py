@@ -185,16 +185,104 @@ def test_a_bad_priority_rule_is_named(tmp_path, rule, culprit):
         _order(profile_file(tmp_path, priority=[rule]))
 
 
-def test_paper_profile_puts_the_headline_and_the_controls_first():
-    """What a lent GPU session runs first (bench/gpu_session.sh takes `grid --list`'s order)."""
+@pytest.fixture
+def throwaway_model(tmp_path, monkeypatch, repo_root):
+    """The skeleton of models/CONTRACT.md, added as documented (two files, nothing else) in a
+    folder of ``$BENCH_MODELS_PATH``; the zoo and the ``models`` package forget it afterwards."""
+    import sys
+
+    import models
+
+    text = (repo_root / "models" / "CONTRACT.md").read_text().split("## Skeleton", 1)[1]
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    params = re.search(r"```yaml\n(.*?)```", text, re.S).group(1)
+    folder = tmp_path / "more_models"
+    folder.mkdir()
+    (folder / "lastitem.py").write_text(code)
+    (folder / "lastitem.yaml").write_text(params)
+    monkeypatch.setenv("BENCH_MODELS_PATH", str(folder))
+    monkeypatch.setattr(models, "__path__", list(models.__path__))  # restored: the folder leaves the package
+    yield "LastItem"
+    sys.modules.pop("models.lastitem", None)
+    if hasattr(models, "lastitem"):
+        delattr(models, "lastitem")
+
+
+@pytest.mark.parametrize("with_throwaway", [False, True], ids=["shipped models", "plus a throwaway model"])
+def test_paper_profile_puts_the_headline_and_the_controls_first(with_throwaway, request):
+    """What a lent GPU session runs first (bench/gpu_session.sh takes `grid --list`'s order), for any number
+    of models: the headline pair, then every other base model, then the controls, then Toys."""
+    from bench.zoo import discover
+
+    if with_throwaway:
+        request.getfixturevalue("throwaway_model")
+    others = sorted(s.name for s in discover().values() if s.name not in ("DiffuRec", "SASRec"))
+    assert ("LastItem" in others) == with_throwaway
     order = _order("paper", datasets=["beauty", "toys"])
     head = order[:10]
     assert {m for m, d, s in head} == {"DiffuRec", "SASRec"} and {d for m, d, s in head} == {"beauty"}
     assert {s for m, d, s in head} == {0, 1, 2, 3, 4}
-    after = order[10:10 + 8]  # the other eight base models, Beauty seed 0
-    assert all(d == "beauty" and s == 0 and "-" not in m for m, d, s in after)
-    controls = order[18:29]  # seeds 0-2 of the two controls, seed 0 of the five tuning settings
+    after = order[10:10 + len(others)]  # every other base model, Beauty seed 0
+    assert all(d == "beauty" and s == 0 for m, d, s in after) and sorted(m for m, d, s in after) == others
+    start = 10 + len(others)
+    controls = order[start:start + 11]  # seeds 0-2 of the two controls, seed 0 of the five tuning settings
     assert {m for m, d, s in controls} == {"DiffuRec-nodiff", "SASRec-matched", "SASRec-tune-h64.b2.d0.2",
                                            "SASRec-tune-h128.b2.d0.5", "SASRec-tune-h128.b2.d0.2",
                                            "SASRec-tune-h128.b4.d0.5", "SASRec-tune-h128.b4.d0.2"}
-    assert all(d == "toys" and s == 0 for m, d, s in order[29:39])
+    toys = order[start + 11:start + 11 + len(others) + 2]
+    assert all(d == "toys" and s == 0 for m, d, s in toys) and len({m for m, d, s in toys}) == len(others) + 2
+
+
+def test_a_throwaway_model_joins_every_grid_and_its_tuning(throwaway_model):
+    from bench.profiles import grid, load_profile, profile_names
+
+    for name in profile_names():
+        profile = load_profile(name)
+        entries = grid(profile)
+        base = [e for e in entries if e.model == throwaway_model]
+        assert len(base) == len(profile["datasets"]) * len(profile["seeds"]), name
+        tuned = sorted({e.model for e in entries if e.base_model == throwaway_model and e.variant})
+        want = ["LastItem-tune-dropout_prob=0.1", "LastItem-tune-dropout_prob=0.5"] if profile.get("tuning") else []
+        assert tuned == want, name
+
+
+@needs_data
+def test_a_throwaway_model_is_listed_by_grid_list(throwaway_model, tmp_path, capsys):
+    argv = ["grid", "--profile", "smoke", "--list", "--datasets", "beauty", "--seeds", "0",
+            "--models", "SASRec", throwaway_model, "--results-dir", str(tmp_path)]
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out.splitlines() == ["SASRec beauty 0", "LastItem beauty 0"]
+
+
+def test_table2_note_and_index_agree_on_a_throwaway_models_missing_runs(throwaway_model, tmp_path):
+    """A model with no record yet: the Table 2 partial-grid note and index.md name it with the same counts."""
+    from test_report import write_fake_run
+
+    from bench.profiles import grid, load_profile
+    from bench.report import render
+
+    path = tmp_path / "mini.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "models": "all", "datasets": ["beauty", "toys"], "seeds": [0, 1]}))
+    profile = load_profile(str(path))
+    expected = [(e.dataset, e.model, e.seed) for e in grid(profile)]
+    assert ("beauty", throwaway_model, 1) in expected
+    results = tmp_path / "results"
+    for model, counts in (("SASRec", (30, 20, 20)), ("DiffuRec", (60, 30, 30)), ("GRU4Rec", (10, 10, 10))):
+        for seed in (0, 1):
+            write_fake_run(results, "beauty", model, seed, counts, profile="mini")
+    write_fake_run(results, "toys", "SASRec", 0, (30, 20, 20), profile="mini")
+    render(results, tmp_path / "reports", "mini", expected=expected)
+    table2 = (tmp_path / "reports" / "mini" / "table2.md").read_text()
+    index = (tmp_path / "reports" / "mini" / "index.md").read_text()
+    note = table2.split("**Partial grid.**", 1)[1]
+    for dataset, title in (("beauty", "Beauty"), ("toys", "Toys")):
+        line = next(ln for ln in note.splitlines() if ln.startswith(f"- {title}:"))
+        in_note = dict(re.findall(r"(\w+) (\d+)/\d+", line))
+        missing = {m for d, m, s in expected if d == dataset and "-" not in m}
+        missing -= {"SASRec", "DiffuRec", "GRU4Rec"} if dataset == "beauty" else {"SASRec"}
+        assert throwaway_model in in_note and set(in_note) >= missing, (dataset, line)
+        header = next(ln for ln in index.splitlines() if ln.startswith("| Model |")).split(" | ")
+        column = [c.strip(" |") for c in header].index(title)
+        for model, present in in_note.items():  # index.md: that model's missing runs on the dataset
+            row = next(ln for ln in index.splitlines() if ln.startswith(f"| {model} |"))
+            assert int(row.split(" | ")[column].strip(" |")) == 2 - int(present), (title, model, row)

@@ -89,6 +89,66 @@ def test_deterministic_under_a_seed(name, seqs):
     assert torch.equal(outputs[0][1], outputs[1][1])
 
 
+WIDTH_TOL = {"atol": 1e-5, "rtol": 1e-4}
+
+
+def width_gap(model, inst, idx: np.ndarray, width: int) -> float:
+    """Largest |score difference| (eval mode) for the users ``idx`` between batch widths, beyond the
+    tolerance (> 0 fails): the batch trimmed to its longest history (what the harness passes), the
+    batch padded to ``width``, and, for a model that draws nothing at inference, each user alone at its
+    own length.  A model that draws noise at inference (DiffuRec's reverse process) gets the same
+    draws at both widths of the same batch; alone, a user would get other draws."""
+    def scores(rows, w=None, seed=3):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            return model.full_sort_predict(engine.make_batch(inst, rows, w))[:, 1:]
+
+    trimmed, wide = scores(idx), scores(idx, width)
+    others = [wide]
+    if torch.equal(trimmed, scores(idx, seed=4)):  # deterministic at inference
+        others.append(torch.cat([scores(idx[i:i + 1]) for i in range(len(idx))]))
+    gap = -np.inf
+    for other in others:
+        excess = (other - trimmed).abs() - (WIDTH_TOL["atol"] + WIDTH_TOL["rtol"] * trimmed.abs())
+        gap = max(gap, float(excess.max()))
+    return gap
+
+
+def short_users(inst, n=8) -> np.ndarray:
+    """``n`` users with the shortest histories, so the trimmed width lies well below MAX_LEN."""
+    return np.argsort(inst.end - inst.start, kind="stable")[:n]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_scores_do_not_depend_on_the_batch_width(name, seqs):
+    """The harness trims every batch to its longest history; a user's scores must not change with
+    that width (a model mixing every position, padding included, fails).  The default config of
+    each model; DiffuRec's ``attention_padding: release`` depends on the width on purpose
+    (tests/test_release_switches.py)."""
+    torch.manual_seed(0)
+    model, params = make(name, seqs)
+    if getattr(model, "fixed_length_input", False):
+        pytest.skip(f"{name} sets fixed_length_input: the harness always passes the full width")
+    model.eval()
+    inst = engine.evaluation_instances(seqs, params["MAX_ITEM_LIST_LENGTH"], "test")
+    idx = short_users(inst)
+    assert int((inst.end - inst.start)[idx].max()) < params["MAX_ITEM_LIST_LENGTH"]
+    gap = width_gap(model, inst, idx, params["MAX_ITEM_LIST_LENGTH"])
+    assert gap <= 0, f"{name}: scores move with the batch width (by {gap:.2e} beyond tolerance)"
+
+
+def test_the_width_check_catches_a_model_that_pools_the_padding(seqs):
+    """The check can fail: GRU4Rec made to read the state at the last column (padding included)."""
+    torch.manual_seed(0)
+    model, params = make("GRU4Rec", seqs)
+    model.eval()
+    real_forward = model.forward
+    model.forward = lambda item_seq, item_seq_len: real_forward(item_seq, torch.full_like(item_seq_len,
+                                                                                          item_seq.shape[1]))
+    inst = engine.evaluation_instances(seqs, params["MAX_ITEM_LIST_LENGTH"], "test")
+    assert width_gap(model, inst, short_users(inst), params["MAX_ITEM_LIST_LENGTH"]) > 0
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_trains_through_recbole_trainer(name, tmp_path):
     from bench.recbole_path import run_recbole_trainer

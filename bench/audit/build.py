@@ -13,6 +13,7 @@ from bench.audit.protocol import protocol_sensitivity
 from bench.audit.view import ResultsView
 from bench.fmt import display_path, scrub_paths
 from bench.profiles import load_profile
+from bench.report.index import records_stamp
 from datasets.prepare import DEFAULT_DATA_DIR, resolve_data_dir
 
 
@@ -39,7 +40,7 @@ def audit(profile_name: str, results_dir, data_dir=None, run_determinism: bool =
     """Everything of ``bench check`` as one JSON-able dict.
 
     Keys: profile, results_dir, data_dir (as reports show them), newest_record (the latest
-    record's ``created``), integrity, determinism, protocol_sensitivity, claims,
+    record's ``created``), records_stamp (``bench.report.index.records_stamp``), integrity, determinism, protocol_sensitivity, claims,
     environment, seconds (wall time; not written to the audit files).  ``device``: where
     the determinism set is re-run.
     """
@@ -57,6 +58,7 @@ def audit(profile_name: str, results_dir, data_dir=None, run_determinism: bool =
     records = store.load_records(results_dir, profile["name"], status=None)
     stamps = [str(r["created"]) for r in records if r.get("created")]
     result["newest_record"] = max(stamps) if stamps else None
+    result["records_stamp"] = records_stamp(records)  # index.md states the same stamp: same records, or stale
     view = ResultsView(records)
     result["protocol_sensitivity"] = protocol_sensitivity(view)
     result["claims"] = evaluate_claims(view, claims_file)

@@ -29,11 +29,14 @@ def without_run_times(result: dict) -> dict:
 
 # =========================================================================== sections
 def _summary(result: dict) -> list[str]:
+    from bench.report.index import stamp_text
+
     integ, det, prot = result["integrity"], result["determinism"], result["protocol_sensitivity"]
     verdict = "PASS" if integ["passed"] else "FAIL"
     newest = f"; newest record {result['newest_record']}" if result.get("newest_record") else ""
     return [f"# Audit of profile `{result['profile']}`", "",
             f"Results: `{result['results_dir']}`; data: `{result['data_dir']}`{newest}.", "",
+            *([f"Rendered from {stamp_text(result['records_stamp'])}.", ""] if result.get("records_stamp") else []),
             f"- **Integrity: {verdict}** — {integ['n_checked']} ok records checked, {integ['n_failed_checks']} "
             f"with problems; {len(integ['failed_runs'])} failed runs, {len(integ['missing_runs'])} missing of "
             f"{integ['n_expected']} expected.",

@@ -78,7 +78,7 @@ def render(results_dir, reports_dir, profile: str, data_dir=None,
     written += fig_paths
     present = {(r.get("dataset"), r.get("model"), r.get("seed")) for r in ctx.col.records}
     missing_runs = None if expected is None else [tuple(e) for e in expected if (e[0], e[1], e[2]) not in present]
-    index = index_md(profile, ctx.col, links, drawn, missing_figs, missing_runs, ctx.notes)
+    index = index_md(profile, ctx.col, links, drawn, missing_figs, missing_runs, ctx.notes, out, data_dir)
     written.append(_write_text(out / "index.md", index))
     readme = update_readme(reports_dir, profile)  # only for the README's profile, into the repository's reports/
     if readme is not None:

@@ -181,14 +181,21 @@ def _table2_grid(cells: pd.DataFrame, kind: str, want: dict | None = None) -> tu
 
 
 def _coverage_md(cells: pd.DataFrame, want: dict) -> str:
-    """What the table rests on, when the grid is not complete: runs present and missing per dataset."""
+    """What the table rests on, when the grid is not complete: runs present and missing per dataset.
+
+    The models are every model of the zoo the grid expects (``bench.zoo.discover``), not only the
+    paper's ten, so a model added to ``models/`` is listed here as in ``index.md``.
+    """
     if not want:
         return ""
+    from bench.zoo import discover
+
+    table2_models = {spec.name for spec in discover().values()}  # base models; variants are not Table 2 columns
     have = {(d, m): n for d, m, n in cells[["dataset", "model", "n_seeds"]].drop_duplicates().itertuples(index=False)}
     lines, present = [], set(cells["dataset"])
     absent = order_datasets({d for d, _ in want} - present)
     for dataset in order_datasets(present):
-        models = order_models([m for d, m in want if d == dataset and m in PAPER_MODELS], {})
+        models = order_models([m for d, m in want if d == dataset and m in table2_models], {})
         partial = [f"{m} {have.get((dataset, m), 0)}/{want[(dataset, m)]}" for m in models
                    if have.get((dataset, m), 0) < want[(dataset, m)]]
         if partial:
