@@ -39,6 +39,11 @@ DEFAULT_EPOCHS = 40  # used only when no record of the profile exists at all
 # params whose change moves a run's cost away from its base model's (width, depth, batch, schedule)
 COST_PARAMS = {"hidden_size", "inner_size", "n_layers", "train_batch_size", "epochs", "eval_step", "stopping_step",
                "loss_type", "MAX_ITEM_LIST_LENGTH"}
+# params that set how long a run trains and how often (and on whom) it validates, not what an epoch costs:
+# a variant changing one of them is projected from its own schedule (:func:`schedule_epochs`), and a record
+# that differs from it only in these keys is a "similar run" whose s/epoch and best epoch it borrows
+SCHEDULE_PARAMS = {"epochs", "eval_step", "stopping_step", "validate_all_users", "validation_cadence",
+                   "checkpoint_rule", "lr_step_size", "lr_gamma"}
 
 
 def timing_pass(profile: dict, dataset: str, models: list[str], max_batches: int, eval_users: int,
@@ -112,6 +117,7 @@ def cost_rows(profile: dict, results_dir, timings: dict, datasets: list[str], n_
                      if epoch_s is not None and valid_s is not None else None)
             row["datasets"][ds] = {"epoch_s": epoch_s, "valid_s": valid_s, "epochs": epochs, "best": best,
                                    "records": len(rs), "assumed_epochs": not rs, "converged": converged,
+                                   "n_users": n_users[ds], "stop_users": budget["stop_users"],
                                    "run_h": hours, "grid_h": None if hours is None else hours * seeds,
                                    "left_h": None if hours is None else hours * max(0, seeds - len(rs))}
         rows.append(row)
@@ -124,23 +130,123 @@ def record_hours(record: dict) -> float:
     return (t["train_s"] + t.get("eval_s", 0.0) + t.get("test_eval_s", 0.0)) / 3600
 
 
+def schedule_epochs(best: float, eval_step: int, patience: int, cap: int) -> int:
+    """Epochs a run trains when its best checkpoint comes after ``best`` epochs of training: to the first
+    validation at or after it (every ``eval_step`` epochs), then ``patience`` validations without a gain,
+    at most ``cap``.  (Clean DiffuRec on Beauty, best after 6 epochs, eval_step 2, patience 5: 16 epochs,
+    as its record ran.)"""
+    eval_step = max(1, int(eval_step))
+    first = -(-max(1.0, float(best)) // eval_step) * eval_step
+    return int(min(int(cap), first + int(patience) * eval_step))
+
+
+def _changes(mine: dict, base: dict) -> dict:
+    """{key: the variant's value} of the params a variant changes from its base, schedule keys aside."""
+    return {k: mine.get(k) for k in sorted(set(mine) | set(base)) if k not in SCHEDULE_PARAMS and mine.get(k) != base.get(k)}
+
+
+def similar_records(records: list[dict], dataset: str, base_model: str, mine: dict, base: dict) -> tuple[list, list]:
+    """(same, nearest) records of ``base_model`` on ``dataset``.  ``same``: params equal to the variant's
+    ``mine`` outside ``SCHEDULE_PARAMS`` (the same epoch at another schedule: ``DiffuRec-paper-es`` for
+    ``DiffuRec-paper``), whose s/epoch and best epoch it borrows (of those, the ones sharing the most
+    schedule keys with it).  ``nearest``, when no record is the same:
+    those sharing the most of the variant's own changes (at least one; ``DiffuRec-paper-es``'s
+    ``attention_padding: release`` for ``DiffuRec-padattn``), whose s/epoch it borrows.  A key a record
+    lacks (it predates the switch) counts as the base's value today."""
+    changes = _changes(mine, base)
+    same, scored = [], []
+    for r in records:
+        theirs = r.get("params") or {}
+        if r.get("dataset") != dataset or (r.get("base_model") or r.get("model")) != base_model or not theirs:
+            continue
+        value = lambda k: theirs.get(k, base.get(k))  # noqa: E731
+        if all(value(k) == mine.get(k) for k in (set(theirs) | set(mine) | set(base)) - SCHEDULE_PARAMS):
+            same.append(r)
+        else:
+            scored.append((sum(value(k) == v for k, v in changes.items()), r))
+    if same:  # the ones whose schedule is nearest the variant's (best epochs depend on it)
+        near = [sum((r["params"].get(k, base.get(k))) == mine.get(k) for k in SCHEDULE_PARAMS) for r in same]
+        same = [r for r, n in zip(same, near) if n == max(near)]
+    top = max((s for s, _ in scored), default=0)
+    return same, ([r for s, r in scored if s == top] if top and not same else [])
+
+
+def _best_epochs(records: list[dict]) -> float | None:
+    """Mean epochs trained to the chosen checkpoint (``best_epoch`` is 0-based)."""
+    best = [int(r["checkpoint"]["best_epoch"]) + 1 for r in records
+            if (r.get("checkpoint") or {}).get("best_epoch") is not None]
+    return float(np.mean(best)) if best else None
+
+
+def padded_tokens(lengths: np.ndarray, batch_size: int, bucketing: bool, seed: int = 0) -> int:
+    """History tokens one epoch of the engine feeds a model, padding included: each batch
+    (``bench.engine.epoch_batches``, one seeded epoch) is as wide as its longest history.
+    ``lengths``: (n_instances,) history lengths.  A plain shuffle (``length_bucketing: false``, the
+    paper protocol) makes nearly every batch as wide as the longest history of the data."""
+    from bench.engine import epoch_batches
+
+    batches = epoch_batches(np.asarray(lengths), int(batch_size), np.random.default_rng(seed), bool(bucketing))
+    return int(sum(len(b) * int(lengths[b].max()) for b in batches))
+
+
+def scheduled_hours(mine: dict, cell: dict, similar: list[dict], base_records: list[dict],
+                    base_notes: list[str], nearest: list[dict] = (), width_ratio: float = 1.0) -> tuple[float | None, str]:
+    """(hours, basis) of a variant that changes the schedule: its own epochs cap, eval_step and patience
+    around the best epoch of a similar run (else its base model's runs there), at a similar run's measured
+    s/epoch (else its base model's, marked rough with what else the variant changes, ``base_notes``).  ``cell``: its base model's :func:`cost_rows` cell on the dataset."""
+    epoch_s, valid_s = cell.get("epoch_s"), cell.get("valid_s")
+    if similar:
+        epoch_s = float(np.mean([r["timing"]["s_per_epoch"] for r in similar]))
+        src = f"s/epoch and best epoch of {', '.join(sorted({r['model'] for r in similar}))} here"
+        best = _best_epochs(similar)
+    else:
+        best = _best_epochs(base_records)
+        src = "its base's best epoch here" if best is not None else "epochs assumed"
+        if nearest:
+            epoch_s = float(np.mean([r["timing"]["s_per_epoch"] for r in nearest]))
+            src += f", s/epoch of {', '.join(sorted({r['model'] for r in nearest}))} here (the nearest run)"
+        elif epoch_s is not None and width_ratio != 1.0:
+            epoch_s *= width_ratio
+            # an upper bound: the per-instance work (scoring the catalogue) does not grow with the width
+            src += f", its base's s/epoch x {width_ratio:.2f} (padded tokens per epoch of its batching: at most)"
+        else:
+            src += ", its base's s/epoch"
+        if base_notes:
+            src += f"; rough: it also changes {', '.join(base_notes)}"
+    if best is None:
+        best = cell.get("epochs")
+    if epoch_s is None or valid_s is None or best is None or not cell.get("n_users"):
+        return None, "no timing"
+    epochs = schedule_epochs(best, mine["eval_step"], mine["stopping_step"], mine["epochs"])
+    budget = {"stop_users": None if mine.get("validate_all_users") else cell.get("stop_users")}
+    hours = run_hours(epochs, epoch_s, valid_s, mine, budget, cell["n_users"], 0)
+    why = (f"schedule: best after {best:.0f} epochs, validation every {mine['eval_step']}, patience "
+           f"{mine['stopping_step']}, cap {mine['epochs']} -> {epochs} epochs"
+           + (", every user validated" if budget["stop_users"] is None else ""))
+    return hours, f"{why}; {src}"
+
+
 def queue_rows(profile: dict, results_dir, rows: list[dict], data_dir=None) -> list[dict]:
     """The runs without a record, in ``bench grid`` order, each with projected hours on this machine.
 
     A base run costs what its model's records on that dataset took (their mean), else the cost
     model's run hours (``rows``). A variant costs its base model's hours there, times the ratio
     variant/base measured on another dataset where both have records (``STOSA-patience40`` on Toys:
-    STOSA's Toys hours x its Beauty ratio), else its base model's hours ("as its base", marked rough
-    where it changes a ``COST_PARAMS`` key: a variant that trains longer or wider costs more). Returns
-    dicts: model, dataset, seed, hours (None if unknown), cumulative, basis.
+    STOSA's Toys hours x its Beauty ratio); else, where it changes the schedule (``SCHEDULE_PARAMS``:
+    ``DiffuRec-paper``'s 500 epochs, validation every 20, patience 5), :func:`scheduled_hours`; else its
+    base model's hours ("as its base", marked rough where it changes a ``COST_PARAMS`` key: a variant
+    that trains wider costs more). Returns dicts: model, dataset, seed, hours (None if unknown),
+    cumulative, basis.
     """
     from bench.grid import missing_entries
 
+    records = store.load_records(results_dir, profile["name"])
     measured = {}
-    for r in store.load_records(results_dir, profile["name"]):
+    for r in records:
         measured.setdefault((r["dataset"], r["model"]), []).append(record_hours(r))
     mean = {key: float(np.mean(v)) for key, v in measured.items()}
     modelled = {(ds, r["model"]): d["run_h"] for r in rows for ds, d in r["datasets"].items()}
+    cells = {(ds, r["model"]): d for r in rows for ds, d in r["datasets"].items()}
     assumed = {(ds, r["model"]) for r in rows for ds, d in r["datasets"].items() if d["assumed_epochs"]}
 
     def base_hours(dataset, model):
@@ -149,41 +255,98 @@ def queue_rows(profile: dict, results_dir, rows: list[dict], data_dir=None) -> l
         why = "s/epoch timed, epochs assumed" if (dataset, model) in assumed else "s/epoch and epochs from its runs"
         return modelled.get((dataset, model)), f"cost model ({why})"
 
+    seqs = {}
+
+    def lengths(dataset: str, params: dict) -> np.ndarray:
+        """(n_instances,) history lengths of the dataset's training instances at ``params``' history length."""
+        from bench.engine import training_instances
+
+        if dataset not in seqs:
+            seqs[dataset] = load_sequences(dataset, data_dir)
+        inst = training_instances(seqs[dataset], int(params["MAX_ITEM_LIST_LENGTH"]),
+                                  per_dataset(profile.get("max_train_prefixes"), dataset))
+        return inst.end - inst.start
+
     out, total = [], 0.0
     for e in missing_entries(profile, results_dir, data_dir):
         hours, basis = base_hours(e.dataset, e.base_model)
         if e.model != e.base_model:
-            mine, protocol = resolve(e, profile)
-            base, base_protocol = resolve(Entry(e.dataset, e.base_model, e.seed, e.base_model), profile)
-            changed = [f"{k} {base.get(k)} -> {mine.get(k)}" for k in sorted(COST_PARAMS)
-                       if mine.get(k) != base.get(k)]
-            if protocol != base_protocol:  # the paper protocol ranks the test set at every improvement
-                changed.append(f"protocol {base_protocol} -> {protocol}")
-            basis = "as its base" + (f"; rough: {', '.join(changed)}" if changed else "")
-            for (ds, name), h in sorted(mean.items()):
-                if name == e.model and (ds, e.base_model) in mean and hours is not None:
-                    ratio = h / mean[(ds, e.base_model)]
-                    hours, basis = hours * ratio, f"base x {ratio:.2f} (the two measured on {ds})"
-                    break
+            hours, basis = _variant_hours(e, profile, records, mean, cells.get((e.dataset, e.base_model), {}), hours,
+                                          lengths)
         total += hours or 0.0
         out.append({"model": e.model, "dataset": e.dataset, "seed": e.seed, "hours": hours,
                     "cumulative": total, "basis": basis if hours is not None else "no timing"})
     return out
 
 
-def render_queue(queue: list[dict], profile: str) -> str:
-    """``campaign-<profile>.md``: the runs left, projected hours, running total."""
+def _variant_hours(e: Entry, profile: dict, records: list[dict], mean: dict, cell: dict,
+                   hours: float | None, lengths=None) -> tuple[float | None, str]:
+    """(hours, basis) of variant ``e`` given its base model's ``hours`` on the dataset (see :func:`queue_rows`)."""
+    mine, protocol = resolve(e, profile)
+    base, base_protocol = resolve(Entry(e.dataset, e.base_model, e.seed, e.base_model), profile)
+    changed = [f"{k} {base.get(k)} -> {mine.get(k)}" for k in sorted(COST_PARAMS) if mine.get(k) != base.get(k)]
+    if protocol != base_protocol:
+        changed.append(f"protocol {base_protocol} -> {protocol}")
+    for (ds, name), h in sorted(mean.items()):
+        if name == e.model and (ds, e.base_model) in mean and hours is not None:
+            ratio = h / mean[(ds, e.base_model)]
+            return hours * ratio, f"base x {ratio:.2f} (the two measured on {ds})"
+    similar, nearest = similar_records(records, e.dataset, e.base_model, mine, base)
+    if similar or nearest or any(mine.get(k) != base.get(k) for k in SCHEDULE_PARAMS):
+        # what else the variant changes: an epoch at another run's s/epoch is then only an estimate (the
+        # authors' fixed padding width makes an epoch of attention_padding: release dearer)
+        notes = list(_changes(mine, base))
+        base_records = [r for r in records if r["dataset"] == e.dataset and r["model"] == e.base_model]
+        ratio = 1.0
+        batching = ("train_batch_size", "length_bucketing", "MAX_ITEM_LIST_LENGTH")
+        if lengths is not None and any(mine.get(k) != base.get(k) for k in batching):
+            ratio = (padded_tokens(lengths(e.dataset, mine), mine["train_batch_size"], mine.get("length_bucketing", True))
+                     / padded_tokens(lengths(e.dataset, base), base["train_batch_size"],
+                                     base.get("length_bucketing", True)))
+        return scheduled_hours(mine, cell, similar, base_records, notes, nearest, ratio)
+    return hours, "as its base" + (f"; rough: {', '.join(changed)}" if changed else "")
+
+
+def finished_rows(results_dir, profile: str) -> list[dict]:
+    """Per dataset: the ok records of the profile (runs finished) and their measured process-hours
+    (:func:`record_hours`), from the store; the last row is the total."""
+    by = {}
+    for r in store.load_records(results_dir, profile):
+        d = by.setdefault(r["dataset"], {"dataset": r["dataset"], "runs": 0, "hours": 0.0, "gpu": 0})
+        d["runs"] += 1
+        d["hours"] += record_hours(r)
+        d["gpu"] += str((r.get("env") or {}).get("device") or "cpu") != "cpu"
+    rows = [by[k] for k in sorted(by)]
+    rows.append({"dataset": "all", "runs": sum(r["runs"] for r in rows), "hours": sum(r["hours"] for r in rows),
+                 "gpu": sum(r["gpu"] for r in rows)})
+    return rows
+
+
+def render_queue(queue: list[dict], profile: str, finished: list[dict] | None = None) -> str:
+    """``campaign-<profile>.md``: the runs finished and their hours, the runs left, projected hours, running total."""
     known = sum(q["hours"] or 0.0 for q in queue)
     body = [[i + 1, q["model"], q["dataset"], q["seed"], _h(q["hours"]), _h(q["cumulative"]), q["basis"]]
             for i, q in enumerate(queue)]
-    return "\n".join([
-        f"# Runs left — profile `{profile}`", "",
+    lines = [f"# The campaign — profile `{profile}`", ""]
+    if finished is not None:
+        done = finished[-1] if finished else {"runs": 0, "hours": 0.0, "gpu": 0}
+        lines += ["## Runs finished", "",
+                  f"{done['runs']} runs have an ok record in `results/{profile}` ({done['gpu']} made on a GPU); "
+                  f"they took {done['hours']:.0f} process-hours (each record's training, validations and final "
+                  "ranking, `bench/cost.py` `record_hours`).", "",
+                  md_table(["dataset", "runs finished", "process-hours", "of them on a GPU"],
+                           [[r["dataset"], r["runs"], _h(r["hours"]), r["gpu"]] for r in finished]), ""]
+    lines += [
+        "## Runs left", "",
         f"{len(queue)} runs without a record, in the order `bench grid --profile {profile}` runs them (the "
         "profile's `priority:`, then grid order), datasets with data only. Hours are one process on this "
         "machine, projected from the records (`bench/cost.py`, `queue_rows`); two lanes share the 2 cores, so "
         "wall time is about half. A run in flight counts in full.", "",
         md_table(["#", "run", "dataset", "seed", "h", "cumulative h", "basis"], body), "",
-        f"Total: {known:.0f} process-hours (runs with a projection).", ""])
+        f"Total left: {known:.0f} process-hours (runs with a projection)"
+        + (f"; with the {finished[-1]['hours']:.0f} run so far, {known + finished[-1]['hours']:.0f} for the "
+           "whole campaign." if finished else "."), ""]
+    return "\n".join(lines)
 
 
 def _h(x) -> str:
@@ -253,7 +416,8 @@ def write_cost_report(profile_name: str, results_dir, reports_dir, dataset: str,
     path = folder / f"convergence-{dataset}.md"
     path.write_text(text + "\n")
     queue = queue_rows(profile, results_dir, rows, data_dir)
-    (folder / f"campaign-{profile['name']}.md").write_text(render_queue(queue, profile["name"]))
+    finished = finished_rows(results_dir, profile["name"])
+    (folder / f"campaign-{profile['name']}.md").write_text(render_queue(queue, profile["name"], finished))
     return path
 
 

@@ -69,3 +69,115 @@ def test_runs_left_are_in_grid_order_with_hours_from_the_records(tmp_path):
     assert queue[-1]["cumulative"] == pytest.approx(7.0)
     assert "rough: hidden_size 64 -> 128" in queue[0]["basis"]
     assert "measured on beauty" in queue[1]["basis"]
+
+
+def test_schedule_epochs_waits_for_the_first_validation_after_the_best_then_the_patience():
+    from bench.cost import schedule_epochs
+
+    assert schedule_epochs(6, 2, 5, 200) == 16        # clean DiffuRec on Beauty: its record ran 16 epochs
+    assert schedule_epochs(8, 20, 5, 500) == 120      # the release's cadence: best seen at 20, five more
+    assert schedule_epochs(21, 20, 5, 500) == 140
+    assert schedule_epochs(480, 20, 5, 500) == 500    # the cap
+    assert schedule_epochs(3, 1, 10, 200) == 13
+
+
+def test_similar_records_ignore_the_schedule_and_fill_missing_keys_with_the_base():
+    from bench.cost import similar_records
+
+    base = {"hidden_size": 64, "epochs": 200, "eval_step": 1, "padding": None}
+    mine = {**base, "epochs": 500, "eval_step": 20, "padding": "fixed"}
+
+    def rec(model, **params):
+        return {"dataset": "beauty", "model": model, "base_model": "M", "params": params}
+
+    es = rec("M-es", **{**mine, "epochs": 200, "eval_step": 2})            # the same epoch, another schedule
+    old = rec("M", hidden_size=64, epochs=200, eval_step=1)                 # predates the switch: base value
+    same, nearest = similar_records([es, old], "beauty", "M", mine, base)
+    assert same == [es] and nearest == []
+    same, nearest = similar_records([old], "beauty", "M", mine, base)
+    assert same == [] and nearest == []                                     # shares none of the changes
+    wide = rec("M-wide", **{**base, "hidden_size": 128, "padding": "fixed"})
+    same, nearest = similar_records([old, wide], "beauty", "M", mine, base)
+    assert same == [] and nearest == [wide]                                 # shares padding=fixed
+    assert similar_records([es], "toys", "M", mine, base) == ([], [])
+
+
+@needs_data
+def test_a_variant_that_changes_the_schedule_is_projected_from_its_own_schedule(tmp_path):
+    """500 epochs, validation every 20, patience 5: epochs to the base's best checkpoint, on to the next
+    validation and five more; at the base's s/epoch, or a similar run's once one exists."""
+    import yaml
+
+    from bench import store
+    from bench.cost import queue_rows, run_hours
+    from bench.profiles import Entry, load_profile
+    from bench.runner import resolve
+
+    spec = {"description": "t", "protocol": "clean", "datasets": ["beauty"], "models": ["SASRec"],
+            "seeds": [0], "train": {"epochs": 200, "eval_step": 1, "stopping_step": 10}, "stop_users": 8000,
+            "variants": [{"name": "SASRec-long", "model": "SASRec",
+                          "params": {"epochs": 500, "eval_step": 20, "stopping_step": 5}},
+                         {"name": "SASRec-longer", "model": "SASRec",
+                          "params": {"epochs": 500, "eval_step": 10, "stopping_step": 5}}]}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    profile = load_profile(str(path))
+    results = tmp_path / "results"
+
+    def record(model, best_epoch, s_per_epoch):
+        e = next(x for x in __import__("bench.profiles", fromlist=["grid"]).grid(profile) if x.model == model)
+        params, _ = resolve(e, profile)
+        store.write_run(store.run_dir(results, "tiny", "beauty", model, 0),
+                        {"status": "ok", "dataset": "beauty", "model": model, "base_model": "SASRec",
+                         "params": params, "checkpoint": {"best_epoch": best_epoch},
+                         "timing": {"train_s": 3600.0, "eval_s": 0.0, "test_eval_s": 0.0,
+                                    "s_per_epoch": s_per_epoch, "epochs_run": best_epoch + 11}}, None)
+
+    record("SASRec", 25, 60.0)  # best after 26 epochs
+    cell = {"epoch_s": 60.0, "valid_s": 30.0, "epochs": 37, "best": [26], "assumed_epochs": False,
+            "n_users": 20000, "stop_users": 8000, "run_h": 1.0}
+    rows = [{"model": "SASRec", "datasets": {"beauty": cell}}]
+    mine, _ = resolve(Entry("beauty", "SASRec-long", 0, "SASRec", (("epochs", 500), ("eval_step", 20),
+                                                                    ("stopping_step", 5))), profile)
+    q = {r["model"]: r for r in queue_rows(profile, results, rows)}
+    # 26 -> first validation at 40, then 5 x 20: 140 epochs; stop validations see 8,000 of 20,000 users
+    assert q["SASRec-long"]["hours"] == pytest.approx(run_hours(140, 60.0, 30.0, mine, {"stop_users": 8000}, 20000, 0))
+    assert "-> 140 epochs" in q["SASRec-long"]["basis"] and "best epoch of SASRec here" in q["SASRec-long"]["basis"]
+    assert "-> 80 epochs" in q["SASRec-longer"]["basis"]   # 26 -> 30, then 5 x 10
+
+    # a run of the same model at a schedule nearer the variant's: its s/epoch and its best epoch
+    record("SASRec-longer", 45, 90.0)  # best after 46 epochs
+    q = {r["model"]: r for r in queue_rows(profile, results, rows)}
+    assert q["SASRec-long"]["hours"] == pytest.approx(run_hours(160, 90.0, 30.0, mine, {"stop_users": 8000}, 20000, 0))
+    assert "of SASRec-longer here" in q["SASRec-long"]["basis"]
+
+
+def test_campaign_page_states_runs_finished_hours_run_and_hours_left(tmp_path):
+    from bench import store
+    from bench.cost import finished_rows, render_queue
+
+    for ds, model, hours, device in (("beauty", "A", 2.0, "cpu"), ("beauty", "B", 1.0, "NVIDIA H100"),
+                                     ("toys", "A", 0.5, "cpu")):
+        store.write_run(store.run_dir(tmp_path, "full", ds, model, 0),
+                        {"status": "ok", "dataset": ds, "model": model, "env": {"device": device},
+                         "timing": {"train_s": hours * 3600, "eval_s": 0.0, "test_eval_s": 0.0}}, None)
+    finished = finished_rows(tmp_path, "full")
+    assert [(r["dataset"], r["runs"], r["gpu"]) for r in finished] == [("beauty", 2, 1), ("toys", 1, 0), ("all", 3, 1)]
+    assert finished[-1]["hours"] == pytest.approx(3.5)
+    queue = [{"model": "C", "dataset": "toys", "seed": 0, "hours": 4.0, "cumulative": 4.0, "basis": "x"}]
+    text = render_queue(queue, "full", finished)
+    assert "3 runs have an ok record in `results/full` (1 made on a GPU); they took 4 process-hours" in text
+    assert "| 1 | C | toys | 0 | 4.0 | 4.0 | x |" in text
+    assert "Total left: 4 process-hours (runs with a projection); with the 4 run so far, 8 for the whole" in text
+
+
+def test_padded_tokens_grow_when_batches_are_not_sorted_by_length():
+    import numpy as np
+
+    from bench.cost import padded_tokens
+
+    lengths = np.array([1] * 900 + [50] * 100)
+    sorted_ = padded_tokens(lengths, 100, bucketing=True)
+    plain = padded_tokens(lengths, 100, bucketing=False)
+    assert sorted_ == 900 * 1 + 100 * 50     # one window, sorted: each batch as wide as its own histories
+    assert plain > 0.9 * 1000 * 50           # shuffled: almost every batch holds a long history
