@@ -19,6 +19,7 @@ from recbole.config import Config
 from recbole.model.abstract_recommender import SequentialRecommender
 
 from bench.errors import BenchError
+from bench.yamltypes import check_model_yaml
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
@@ -104,7 +105,7 @@ def discover(models_dir: Path = MODELS_DIR) -> dict[str, ModelSpec]:
             continue
         module = importlib.import_module(f"models.{yaml_path.stem}")
         cls = _model_class(module)
-        params = load_yaml(yaml_path)
+        params = check_model_yaml(load_yaml(yaml_path), yaml_path)  # its typed comments
         overrides = params.pop("protocol_overrides", None) or {}
         tuning = params.pop("tuning", None) or {}
         specs[cls.__name__.lower()] = ModelSpec(cls.__name__, cls, yaml_path, params, overrides, tuning)
