@@ -255,8 +255,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _PipeSafeStdout:
+    """sys.stdout that survives a closed reader (``bench run ... | head -1``): once the pipe is
+    gone, output is dropped and the run goes on (its record is what matters)."""
+
+    def __init__(self, raw):
+        self.raw = raw
+
+    def _closed(self) -> None:
+        import os
+
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.raw.fileno())
+        except (OSError, ValueError):
+            pass
+
+    def write(self, text):
+        try:
+            return self.raw.write(text)
+        except BrokenPipeError:
+            self._closed()
+            return len(text)
+
+    def flush(self):
+        try:
+            self.raw.flush()
+        except BrokenPipeError:
+            self._closed()
+
+    def __getattr__(self, name):
+        return getattr(self.raw, name)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    original = sys.stdout
+    try:
+        return _main(args)
+    finally:
+        sys.stdout = original
+
+
+def _main(args) -> int:
+    if not isinstance(sys.stdout, _PipeSafeStdout) and hasattr(sys.stdout, "fileno"):
+        try:
+            sys.stdout.fileno()
+            sys.stdout = _PipeSafeStdout(sys.stdout)
+        except (OSError, ValueError, AttributeError):
+            pass  # captured output (tests): nothing to protect
     try:
         return args.func(args)
     except (BenchError, DataError) as err:

@@ -6,9 +6,11 @@ record already exists with the same config hash, so an interrupted grid resumes.
 """
 from __future__ import annotations
 
+import sys
+
 from tqdm import tqdm
 
-from bench.errors import BenchError
+from bench.errors import BenchError, DamagedFile
 from bench.profiles import grid, load_profile, prioritised
 from datasets.prepare import DataError, load_card, resolve_data_dir, verified_source
 
@@ -26,14 +28,34 @@ def available_datasets(profile: dict, data_dir=None) -> tuple[list[str], dict[st
 
 
 def expected_entries(profile: dict, models=None, datasets=None, seeds=None):
+    check_selection(profile, models, datasets, seeds)
     return grid(profile, models, datasets, seeds)
+
+
+def check_selection(profile: dict, models=None, datasets=None, seeds=None) -> None:
+    """--models/--datasets/--seeds must name parts of the profile: a typo would silently run
+    (or list) everything else.  ``BenchError`` naming the option and the valid names."""
+    everything = grid(profile)
+    known = {
+        "--models": (sorted({e.model for e in everything}, key=str.lower), models, str.lower),
+        "--datasets": (list(profile["datasets"]), datasets, str),
+        "--seeds": ([int(s) for s in profile["seeds"]], seeds, int),
+    }
+    for option, (valid, given, norm) in known.items():
+        bad = [g for g in (given or []) if norm(g) not in {norm(v) for v in valid}]
+        if bad:
+            raise BenchError(f"{option} {' '.join(map(str, bad))}: not in profile '{profile['name']}' "
+                             f"(its {option[2:]}: {', '.join(map(str, valid))})")
 
 
 def present_entries(profile: dict, data_dir=None, models=None, datasets=None, seeds=None):
     """(the grid's entries on the datasets whose file is present, in the profile's priority order,
     {skipped dataset: why})."""
+    check_selection(profile, models, datasets, seeds)
     present, missing = available_datasets(profile, data_dir)
-    entries = grid(profile, models, [d for d in (datasets or profile["datasets"]) if d in present], seeds)
+    wanted = [d for d in (datasets or profile["datasets"]) if d in present]
+    # grid() reads an empty dataset list as "all": with none present there is nothing to run
+    entries = grid(profile, models, wanted, seeds) if wanted else []
     return prioritised(profile, entries), missing
 
 
@@ -46,8 +68,19 @@ def missing_entries(profile, results_dir, data_dir=None, models=None, datasets=N
 
     profile = load_profile(profile) if isinstance(profile, str) else profile
     entries, _ = present_entries(profile, data_dir, models, datasets, seeds)
-    return [e for e in entries if (store.read_record(store.run_dir(results_dir, profile["name"], e.dataset, e.model,
-                                                                   e.seed)) or {}).get("status") != "ok"]
+    return [e for e in entries if _status(store.run_dir(results_dir, profile["name"], e.dataset, e.model, e.seed))
+            != "ok"]
+
+
+def _status(folder) -> str | None:
+    """A run folder's record status; a damaged record counts as no record (and is named on stderr)."""
+    from bench import store
+
+    try:
+        return (store.read_record(folder) or {}).get("status")
+    except store.DamagedFile as err:
+        print(f"warning: {err}", file=sys.stderr)
+        return None
 
 
 def run_grid(profile_name, results_dir, data_dir=None, models=None, datasets=None, seeds=None,
@@ -79,8 +112,13 @@ def run_grid(profile_name, results_dir, data_dir=None, models=None, datasets=Non
             valid = "" if e["valid"] is None else f" valid NDCG@10 {e['valid']['NDCG@10']:.4f}"
             bar.set_postfix_str(f"{name} epoch {e['epoch']}{valid}")
 
-        status, record = run_entry(entry, profile, results_dir, data_dir, device=device, state_dir=state_dir,
-                                   save_every_s=save_every_s, progress=show_epoch, notify=tqdm.write)
+        try:
+            status, record = run_entry(entry, profile, results_dir, data_dir, device=device, state_dir=state_dir,
+                                       save_every_s=save_every_s, progress=show_epoch, notify=tqdm.write)
+        except DamagedFile as err:  # left as it is (nothing overwritten); the grid goes on
+            failed.append(entry)
+            tqdm.write(f"DAMAGED {name}: {err}")
+            continue
         if status == "busy":
             tqdm.write(f"busy   {name}: another process is training it")
         elif status == "failed":

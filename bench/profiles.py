@@ -6,6 +6,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from bench.errors import BenchError
+from bench.yamltypes import check_profile
 from bench.zoo import discover, load_yaml
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
@@ -35,6 +36,7 @@ def load_profile(name: str) -> dict:
         raise BenchError(f"{path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(KNOWN)})")
     if not isinstance(profile.get("cheap", False), bool):
         raise BenchError(f"{path}: cheap: expected true or false, got {profile['cheap']!r}")
+    check_profile(profile, path)  # typed comments: a wrong value is one line naming file and key
     profile["name"] = path.stem
     profile.setdefault("model_overrides", {})
     profile.setdefault("variants", [])

@@ -184,8 +184,9 @@ def declared(path) -> dict:
 def _union(a, b):
     if a == b:
         return a
-    alts = (a[1] if a[0] == "union" else [a]) + [x for x in (b[1] if b[0] == "union" else [b])]
-    return ("union", alts)
+    alts = list(a[1] if a[0] == "union" else [a])
+    alts += [x for x in (b[1] if b[0] == "union" else [b]) if x not in alts]
+    return alts[0] if len(alts) == 1 else ("union", alts)
 
 
 def _merged(paths, depth_filter) -> dict:

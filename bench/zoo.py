@@ -22,6 +22,7 @@ from recbole.config import Config
 from recbole.model.abstract_recommender import SequentialRecommender
 
 from bench.errors import BenchError
+from bench.yamltypes import check_model_yaml
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 MODELS_PATH_ENV = "BENCH_MODELS_PATH"  # more folders of <name>.py + <name>.yaml pairs
@@ -139,7 +140,7 @@ def discover(models_dir: Path | None = None) -> dict[str, ModelSpec]:
             if cls.__name__.lower() in specs:
                 raise BenchError(f"{module_path}: model '{cls.__name__}' is also defined in "
                                  f"{specs[cls.__name__.lower()].yaml_path.with_suffix('.py')}")
-            params = load_yaml(yaml_path)
+            params = check_model_yaml(load_yaml(yaml_path), yaml_path)  # its typed comments
             overrides = params.pop("protocol_overrides", None) or {}
             tuning = params.pop("tuning", None) or {}
             specs[cls.__name__.lower()] = ModelSpec(cls.__name__, cls, yaml_path, params, overrides, tuning)

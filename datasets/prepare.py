@@ -145,8 +145,14 @@ def _from_lists(name: str, seqs: list[list[int]], n_items: int, sha: str) -> Seq
 
 def read_diffurec_pickle(path: Path, name: str, sha: str) -> Sequences:
     """The authors' dict of train/val/test per user index (see the data README)."""
-    with open(path, "rb") as handle:
-        raw = pickle.load(handle)  # checksum verified by the caller
+    try:
+        with open(path, "rb") as handle:
+            raw = pickle.load(handle)  # checksum verified by the caller
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError) as err:
+        raise DataError(f"{path}: not a readable pickle ({type(err).__name__}: {err}); "
+                        "truncated or replaced? fetch it again") from None
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: expected a dict with train/val/test, got {type(raw).__name__}")
     for key in ("train", "val", "test"):
         if key not in raw:
             raise DataError(f"{path}: field '{key}' missing from the pickle")
@@ -210,8 +216,11 @@ def load_sequences(name: str, data_dir=None, use_cache: bool = True) -> Sequence
     path, sha = verified_source(card, resolve_data_dir(data_dir))
     cache = cache_root() / f"{name}-{sha[:16]}-v{CACHE_VERSION}" / "sequences.npz"
     if use_cache and cache.exists():
-        with np.load(cache) as z:
-            return Sequences(name, z["items"], z["offsets"], int(z["n_items"]), sha, z["users"])
+        try:
+            with np.load(cache) as z:
+                return Sequences(name, z["items"], z["offsets"], int(z["n_items"]), sha, z["users"])
+        except Exception:  # truncated or damaged (a killed write, a full disk): rebuilt from the source
+            cache.unlink(missing_ok=True)
     if card["format"] not in READERS:
         raise DataError(f"{CARDS_DIR / (name + '.yaml')}: unknown format '{card['format']}'")
     seqs = READERS[card["format"]](path, name, sha)
@@ -222,6 +231,8 @@ def load_sequences(name: str, data_dir=None, use_cache: bool = True) -> Sequence
         fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=".sequences.")  # parallel runs may race here
         with os.fdopen(fd, "wb") as handle:
             handle.write(buffer.getvalue())
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, cache)
     return seqs
 

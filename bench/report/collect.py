@@ -8,6 +8,7 @@ sort a record into Table 2 ('main'), Table 3 ('ablation:<label>') or neither.
 from __future__ import annotations
 
 import json
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ class Collected:
     ablation_models: dict        # dataset -> {label: model name}
     problems: list = field(default_factory=list)
     lent: list = field(default_factory=list)
+    left_out: list = field(default_factory=list)  # ok records not tabled: ranks missing, damaged or edited
 
     @property
     def ok_records(self) -> list:
@@ -131,7 +133,12 @@ def collect(results_dir, profile: str, controls: Iterable[str] = (),
     """
     controls = list(controls)
     extra_models = [n for n in controls if extra_eval_of(n)]
-    every = store.load_records(results_dir, profile, status=None)
+    problems = []
+    every = _whole_records(store.load_records(results_dir, profile, status=None, problems=problems), problems)
+    ranks_of, left_out = _verify_ranks([r for r in every if r.get("status") == "ok"], problems)
+    every = [r for r in every if r["_dir"] not in {x["_dir"] for x in left_out}]
+    for line in problems:  # visible where the report is made, not only inside index.md
+        print(f"bench report: warning: {line}", file=sys.stderr)
     ok = [r for r in every if r.get("status") == "ok"]
     failed = [r for r in every if r.get("status") != "ok"]
     lent = lend(ok) if lend else []
@@ -170,9 +177,50 @@ def collect(results_dir, profile: str, controls: Iterable[str] = (),
         if TARGET in main[d]:
             ablation.setdefault(d, {})["DiffuRec"] = TARGET
     col = Collected(every, failed, _failed_reruns(results_dir, profile), runs, values, {}, pd.DataFrame(), {},
-                    main, ablation, lent=lent)
-    _read_ranks(col, ok, extra_models, [n for n in controls if not extra_eval_of(n)])
+                    main, ablation, problems=problems, lent=lent, left_out=left_out)
+    _read_ranks(col, ok, extra_models, [n for n in controls if not extra_eval_of(n)], ranks_of)
     return col
+
+
+REQUIRED_FIELDS = ("status", "dataset", "model", "seed")
+
+
+def _whole_records(records: list, problems: list) -> list:
+    """Records with the fields every table keys on; the others are left out, each with one line."""
+    out = []
+    for r in records:
+        lacking = [k for k in REQUIRED_FIELDS if k not in r]
+        if lacking:
+            problems.append(f"{Path(r['_dir']) / 'record.json'}: lacks {', '.join(lacking)}; left out of the report")
+        else:
+            out.append(r)
+    return out
+
+
+def _verify_ranks(ok: list, problems: list) -> tuple[dict, list]:
+    """({run folder: ranks}, left-out records): every ok run's ``ranks.npz`` read once and checked
+    against the record's ``ranks_sha256``.  A run whose ranks are missing, unreadable or do not
+    match is left out of every table (Table 2 as well as the rank-based ones), with one line."""
+    ranks_of, left_out = {}, []
+    for r in ok:
+        path = Path(r["_dir"]) / "ranks.npz"
+        why = None
+        try:
+            ranks = store.read_ranks(r["_dir"])
+        except FileNotFoundError:
+            why = "missing"
+        except (store.DamagedFile, OSError) as err:
+            why = f"unreadable ({err})"
+        else:
+            if r.get("ranks_sha256") and store.ranks_digest(ranks) != r["ranks_sha256"]:
+                why = "does not match the record's ranks_sha256 (edited or replaced)"
+        if why is None:
+            ranks_of[r["_dir"]] = ranks
+        else:
+            problems.append(f"{r['dataset']}/{r['model']}/seed-{r.get('seed')}: {path} {why}; "
+                            "run left out of every table")
+            left_out.append(r)
+    return ranks_of, left_out
 
 
 def _align(col: Collected, r: dict, mat: np.ndarray, users: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -209,7 +257,8 @@ def _breakdown_rows(r: dict, ranks: dict, mat: np.ndarray, edges, labels) -> lis
     return rows
 
 
-def _read_ranks(col: Collected, ok: list, extra_models: list[str] = (), more_models: Iterable[str] = ()) -> None:
+def _read_ranks(col: Collected, ok: list, extra_models: list[str] = (), more_models: Iterable[str] = (),
+                ranks_of: dict | None = None) -> None:
     """Per-user seed averages and breakdown rows from the ranks of Table 2/3 runs (and of
     ``more_models``, and the ``extra_models`` read from their base runs' ranks)."""
     needed = {(d, m) for d, ms in col.main_models.items() for m in ms}
@@ -227,7 +276,7 @@ def _read_ranks(col: Collected, ok: list, extra_models: list[str] = (), more_mod
         if key not in needed and r["model"] not in extra_of:
             continue
         try:
-            ranks = store.read_ranks(r["_dir"])
+            ranks = ranks_of[r["_dir"]] if ranks_of and r["_dir"] in ranks_of else store.read_ranks(r["_dir"])
         except (OSError, ValueError, KeyError) as err:
             col.problems.append(f"{r['dataset']}/{r['model']}/seed-{r.get('seed')}: no readable ranks.npz ({err})")
             continue
