@@ -9,7 +9,7 @@ import pandas as pd
 from bench.fmt import dataset_title
 from bench.report.collect import TARGET
 from bench.report.context import Context, Drawn, Missing
-from bench.report.figures.style import colors, errbar, new_fig
+from bench.report.figures.style import colors, errbar_clipped, new_fig, seed_label
 from bench.report.summaries import BREAKDOWN_METRICS
 
 HATCHES = ("", "///")
@@ -22,10 +22,16 @@ def _bars(ax, s: pd.DataFrame, models: Sequence[str], groups: Sequence[str], pal
     for gi, (group, hatch) in enumerate(zip(groups, HATCHES)):
         mean = np.array([s["mean"].get((m, group), np.nan) for m in models]) * 100
         std = np.array([s["std"].get((m, group), np.nan) for m in models]) * 100
-        ax.bar(x + (gi - 0.5) * width, np.nan_to_num(mean), width, yerr=errbar(std),
+        ax.bar(x + (gi - 0.5) * width, np.nan_to_num(mean), width, yerr=errbar_clipped(mean, std),
                color=[palette[m] for m in models], edgecolor="black", linewidth=0.3,
                hatch=hatch, label=group, error_kw={"elinewidth": 0.6})
-    ax.set_xticks(x, models, rotation=45, ha="right")
+    ax.set_xticks(x, [seed_label(m, _seeds(s, m)) for m in models], rotation=45, ha="right")
+
+
+def _seeds(s: pd.DataFrame, model: str) -> int:
+    """Seeds a model's bars or line rest on (the most over its groups)."""
+    n = s["n"][s.index.get_level_values(0) == model]
+    return int(n.max()) if len(n) else 0
 
 
 def _lines(ax, s: pd.DataFrame, models: Sequence[str], groups: Sequence[str], palette: dict) -> None:
@@ -34,7 +40,8 @@ def _lines(ax, s: pd.DataFrame, models: Sequence[str], groups: Sequence[str], pa
     for m in models:
         mean = np.array([s["mean"].get((m, g), np.nan) for g in groups]) * 100
         std = np.array([s["std"].get((m, g), np.nan) for g in groups]) * 100
-        ax.errorbar(x, mean, yerr=errbar(std), marker="o", color=palette[m], label=m,
+        ax.errorbar(x, mean, yerr=errbar_clipped(mean, std), marker="o", color=palette[m],
+                    label=seed_label(m, _seeds(s, m)),
                     linewidth=1.4 if m == TARGET else 0.9)
     ax.set_xticks(x, groups)
     ax.set_xlabel("history length group")
@@ -59,7 +66,7 @@ def draw_breakdown(summary: pd.DataFrame, dataset: str, kind: str, models: Seque
         fig.legend(handles=[Patch(facecolor="white", edgecolor="black", hatch=h, label=g)
                             for g, h in zip(groups, HATCHES)], loc="outside lower center", ncol=2, frameon=False)
     what = "head vs long-tail test items" if kind == "head_tail" else "sequence-length groups"
-    fig.suptitle(f"{dataset_title(dataset)}: {what} (mean ± std over seeds)")
+    fig.suptitle(f"{dataset_title(dataset)}: {what}\n(mean ± std over n seeds per model; n=1: no bar)")
     return fig
 
 

@@ -1,4 +1,9 @@
-"""Fig. 11: inference time per user against DiffuRec's reverse steps, and training seconds per batch."""
+"""Fig. 11: inference time per user against DiffuRec's reverse steps, and training seconds per batch.
+
+The times are the ones the training runs recorded (``timing`` of each record), on whatever machine made
+them, shared with the runs beside them: they are not an isolated benchmark, and the figure says so and
+names the devices.  ``bench speed`` measures the same quantities in isolation (``reports/speed/``).
+"""
 from __future__ import annotations
 
 import math
@@ -10,7 +15,7 @@ from bench import stats
 from bench.fmt import dataset_title
 from bench.report.collect import TARGET, Collected, order_models
 from bench.report.context import Context, Drawn, Missing
-from bench.report.figures.style import colors, errbar, new_fig
+from bench.report.figures.style import colors, errbar_clipped, new_fig
 
 
 def inference_per_user(r: dict) -> float:
@@ -68,7 +73,8 @@ def efficiency_data(col: Collected, dataset: str) -> tuple[pd.DataFrame, pd.Data
 
 def _inference_panel(ax, inference: pd.DataFrame, baselines: pd.DataFrame) -> None:
     steps = inference["steps"].to_numpy()
-    ax.errorbar(steps, inference["mean"] * 1e3, yerr=errbar(inference["std"].to_numpy() * 1e3),
+    ax.errorbar(steps, inference["mean"] * 1e3,
+                yerr=errbar_clipped(inference["mean"].to_numpy() * 1e3, inference["std"].to_numpy() * 1e3),
                 marker="o", color=colors([TARGET])[TARGET], label=TARGET)
     palette = colors(list(baselines["model"]))
     for _, b in baselines.iterrows():
@@ -84,17 +90,32 @@ def _inference_panel(ax, inference: pd.DataFrame, baselines: pd.DataFrame) -> No
 def _batch_panel(ax, batch: pd.DataFrame) -> None:
     palette = colors(list(batch["model"]))
     x = np.arange(len(batch))
-    ax.bar(x, batch["mean"], yerr=errbar(batch["std"].to_numpy()),
+    ax.bar(x, batch["mean"], yerr=errbar_clipped(batch["mean"].to_numpy(), batch["std"].to_numpy()),
            color=[palette[m] for m in batch["model"]], error_kw={"elinewidth": 0.6})
     ax.set_xticks(x, batch["model"], rotation=45, ha="right")
     ax.set_ylabel("training s / batch")
     ax.grid(axis="y", linewidth=0.3, alpha=0.5)
 
 
-def draw_efficiency(inference: pd.DataFrame, baselines: pd.DataFrame, batch: pd.DataFrame, dataset: str):
-    """Inference ms per user vs reverse steps (top, if any), s per training batch (bottom, if any)."""
+def timing_source(col: Collected, dataset: str, inference: pd.DataFrame) -> str:
+    """Where the times come from: the devices of the dataset's Table 2 records, as a figure footnote
+    (which also says when the inference times are not monotonic in the number of reverse steps)."""
+    main = set(col.main_models.get(dataset, []))
+    devices = sorted({str((r.get("env") or {}).get("device", "unknown")) for r in col.ok_records
+                      if r["dataset"] == dataset and r["model"] in main})
+    where = "a shared (contended) CPU" if devices == ["cpu"] else "device " + ", ".join(devices)
+    means = inference["mean"].to_numpy() if len(inference) else np.array([])
+    odd = " (here not even monotonic in the steps)" if np.any(np.diff(means) < 0) else ""
+    return (f"Times recorded inside the training runs on {where}, beside other runs: not an\n"
+            f"isolated benchmark{odd}; isolated timings: reports/speed/. Bars: ± std, clipped at 0.")
+
+
+def draw_efficiency(inference: pd.DataFrame, baselines: pd.DataFrame, batch: pd.DataFrame, dataset: str,
+                    source: str = ""):
+    """Inference ms per user vs reverse steps (top, if any), s per training batch (bottom, if any);
+    ``source``: the footnote saying where the times come from."""
     panels = int(len(inference) > 0) + int(len(batch) > 0)
-    fig, axes = new_fig(2.2 * panels + 0.4, panels, 1)
+    fig, axes = new_fig(2.2 * panels + 0.7, panels, 1)
     i = 0
     if len(inference):
         _inference_panel(axes[i, 0], inference, baselines)
@@ -102,6 +123,8 @@ def draw_efficiency(inference: pd.DataFrame, baselines: pd.DataFrame, batch: pd.
     if len(batch):
         _batch_panel(axes[i, 0], batch)
     fig.suptitle(f"{dataset_title(dataset)}: efficiency (mean ± std over seeds)")
+    if source:
+        fig.supxlabel(source, fontsize=5, color="0.3")
     return fig
 
 
@@ -111,10 +134,11 @@ def fig11_efficiency(ctx: Context, dataset: str) -> list:
     inference, baselines, batch = efficiency_data(ctx.col, dataset)
     if len(inference) == 0 and len(batch) == 0:
         return [Missing(f"Fig. 11 ({title}): no timing data")]
-    parts = (["inference time per user vs reverse steps"] if len(inference) else []) + \
+    parts = (["inference time per user vs reverse steps (recorded in training runs on a shared machine)"]
+             if len(inference) else []) + \
             (["training s per batch"] if len(batch) else [])
     out = [Drawn("11", dataset, f"fig11_efficiency_{dataset}", "; ".join(parts),
-                 draw_efficiency(inference, baselines, batch, dataset))]
+                 draw_efficiency(inference, baselines, batch, dataset, timing_source(ctx.col, dataset, inference)))]
     if not len(inference):
         out.append(Missing(f"Fig. 11 left ({title}): needs DiffuRec timing at two or more reverse steps"))
     return out

@@ -54,21 +54,42 @@ def save(fig, folder: Path, stem: str, formats: Sequence[str] = FORMATS) -> list
     return paths
 
 
-def colors(models: Sequence[str]) -> dict:
-    """{model: RGBA}: tab10 by the paper's model order, other models after it."""
+def palette_color(i: int):
+    """The i-th colour of the suite's palette: tab20's ten dark shades, then its ten light shades, then
+    evenly spread hues (golden-ratio steps) for any further model, so no two models share a colour."""
     import matplotlib
 
-    cmap = matplotlib.colormaps["tab10"]
+    if i < 20:
+        tab20 = matplotlib.colormaps["tab20"]
+        return tab20(2 * i if i < 10 else 2 * (i - 10) + 1)
+    hue = (0.13 + 0.618034 * (i - 20)) % 1.0
+    return (*matplotlib.colors.hsv_to_rgb((hue, 0.75, 0.55)), 1.0)
+
+
+def colors(models: Sequence[str]) -> dict:
+    """{model: RGBA}: a fixed colour for each of the paper's ten models (tab10's order), and for every other
+    model of the zoo (and any other name given) the next colour of ``palette_color`` in name order, so a model keeps its colour in every
+    figure of a report and eleven or more models never wrap onto a colour in use."""
+    from bench.zoo import discover
+
     rank = {m: i for i, m in enumerate(PAPER_MODELS)}
-    out, extra = {}, len(PAPER_MODELS)
-    for m in models:
-        i = rank.get(m)
-        if i is None:
-            i, extra = extra, extra + 1
-        out[m] = cmap(i % 10)
-    return out
+    others = sorted(({spec.name for spec in discover().values()} | set(models)) - set(rank))
+    slot = {m: len(PAPER_MODELS) + i for i, m in enumerate(others)}
+    return {m: palette_color(rank.get(m, slot.get(m))) for m in models}
 
 
 def errbar(std):
     """Error-bar half-lengths: a non-finite std (one seed) draws no bar."""
     return np.where(np.isfinite(std), std, 0.0)
+
+
+def errbar_clipped(mean, std) -> np.ndarray:
+    """(2, n) asymmetric error bars of mean ± std with the lower bar stopped at zero (times, rates and
+    metrics cannot be negative); a non-finite std (one seed) draws no bar."""
+    mean, half = np.nan_to_num(np.asarray(mean, float)), errbar(np.asarray(std, float))
+    return np.vstack([np.minimum(half, np.maximum(mean, 0.0)), half])
+
+
+def seed_label(model: str, n_seeds: int) -> str:
+    """'SASRec (n=3)': a model's name with the number of seeds its mean rests on."""
+    return f"{model} (n={int(n_seeds)})"
