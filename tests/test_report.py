@@ -131,16 +131,17 @@ def test_render_writes_tables_figures_and_index(rendered):
     assert list(t1["dataset"]) == ["beauty", "toys"] and t1["status"].str.startswith("unavailable").all()
 
 
-def test_table2_bold_underline_star(rendered):
+def test_table2_bold_underline_direction_marks(rendered):
     out, _ = rendered
     cells = pd.read_csv(out / "table2.csv").set_index(["dataset", "metric", "model"]).sort_index()
     for metric in store.METRICS:
         b = cells.loc[("beauty", metric)]
-        assert b.loc["DiffuRec", "best"] and b.loc["SASRec", "second"] and b.loc["DiffuRec", "star"]
+        assert b.loc["DiffuRec", "best"] and b.loc["SASRec", "second"] and b.loc["DiffuRec", "mark"] == "▲"
+        assert b.loc["DiffuRec", "family"] == "table2" and b.loc["DiffuRec", "hb_p_holm"] < 0.05
         assert not b.loc["GRU4Rec", ["best", "second"]].any()
         assert b.loc["DiffuRec", "best_baseline"] == "SASRec" and b.loc["DiffuRec", "improv_pct"] > 50
         t = cells.loc[("toys", metric)]
-        assert t.loc["SASRec", "best"] and t.loc["DiffuRec", "second"] and not t.loc["DiffuRec", "star"]
+        assert t.loc["SASRec", "best"] and t.loc["DiffuRec", "second"] and pd.isna(t.loc["DiffuRec", "mark"])
         assert t.loc["DiffuRec", "improv_pct"] < 0
     # HR@5 on beauty: DiffuRec h1 = 60, 62, 59 of 200 users
     assert cells.loc[("beauty", "HR@5", "DiffuRec"), "mean_pct"] == pytest.approx(100 * np.mean([60, 62, 59]) / 200)
@@ -148,19 +149,20 @@ def test_table2_bold_underline_star(rendered):
     row = next(line for line in md.splitlines() if line.startswith("| Beauty | HR@5 |"))
     cols = [c.strip() for c in row.strip("|").split("|")]
     assert cols[2].count("**") == 0 and cols[3].startswith("<u>") and cols[4].startswith("**")
-    assert cols[4].endswith("\\*") and cols[5].endswith("%")
+    assert cols[4].endswith("▲") and cols[5].endswith("%")
+    assert "sample standard deviation" in md and "▼ significantly worse" in md and "Holm family" in md
     row = next(line for line in md.splitlines() if line.startswith("| Toys | HR@5 |"))
     cols = [c.strip() for c in row.strip("|").split("|")]
-    assert cols[3].startswith("**") and cols[4].startswith("<u>") and not cols[4].endswith("\\*")
+    assert cols[3].startswith("**") and cols[4].startswith("<u>") and not cols[4].endswith(("▲", "▼"))
     tex = (out / "table2.tex").read_text()
-    assert r"\toprule" in tex and r"\textbf{" in tex and r"\underline{" in tex and r"$^{*}$" in tex
+    assert r"\toprule" in tex and r"\textbf{" in tex and r"\underline{" in tex and r"$^{\blacktriangle}$" in tex
 
 
 def test_table3_and_gap(rendered):
     out, _ = rendered
     t3 = pd.read_csv(out / "table3.csv")
     gru = t3[(t3["ablation"] == "w GRU") & (t3["metric"] == "HR@5")].iloc[0]
-    assert gru["model"] == "DiffuRec-GRU" and gru["star"] and gru["change_vs_diffurec_pct"] < 0
+    assert gru["model"] == "DiffuRec-GRU" and gru["mark"] == "▼" and gru["change_vs_diffurec_pct"] < 0
     assert set(t3["dataset"]) == {"beauty"}
     gap = pd.read_csv(out / "gap_to_paper.csv")
     assert len(gap) == 240 + 72

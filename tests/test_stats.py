@@ -71,21 +71,64 @@ def test_summarize_and_versus_best():
     vb = stats.versus_best(values, {}, ["HR@10"], "DiffuRec")
     row = vb.iloc[0]
     assert row["model_b"] == "SASRec" and row["improv_pct"] == pytest.approx(100 * (0.061 / 0.030 - 1))
-    assert row["welch_p_holm"] < 0.05 and math.isnan(row["paired_p"])  # no per-user data given
+    assert row["seeds_test"] == "Welch" and row["seeds_p_holm"] < 0.05
+    assert math.isnan(row["paired_p"]) and math.isnan(row["hb_p"])  # no per-user data given
+    assert row["family"] == "table2"
     pairs = stats.pairwise(values, {}, ["HR@10"])
-    assert len(pairs) == 3 and set(pairs.columns) >= {"welch_p_holm", "paired_p_holm", "wilcoxon_p_holm"}
+    assert len(pairs) == 3 and set(pairs.columns) >= {"hb_p", "seeds_p", "paired_p", "wilcoxon_p", "p_a_beats_b"}
 
 
-def test_pairwise_uses_per_user_matrices():
+def _per_seed(mats: dict) -> dict:
+    """{(dataset, model): {seed: (len(METRICS), n_users)}} from {(dataset, model): {seed: {metric: (n_users,)}}}."""
+    from bench.store import METRICS
+
+    out = {}
+    for key, seeds in mats.items():
+        out[key] = {}
+        for s, by_metric in seeds.items():
+            n = len(next(iter(by_metric.values())))
+            out[key][s] = np.stack([by_metric.get(m, np.zeros(n)) for m in METRICS])
+    return out
+
+
+def test_pairwise_tests_over_users_pair_the_common_seeds():
     rng = np.random.default_rng(3)
-    base = (rng.random((2, 300)) < 0.2).astype(float)
-    per_user = {("d", "A"): base, ("d", "B"): base.copy(), ("d", "C"): np.minimum(base + (rng.random((2, 300)) < 0.3), 1)}
-    values = pd.DataFrame([("d", m, s, met, 0.1 + 0.01 * s) for m in "ABC" for s in range(3)
-                           for met in ("HR@5", "HR@10")], columns=["dataset", "model", "seed", "metric", "value"])
-    out = stats.pairwise(values, per_user, ["HR@5", "HR@10"]).set_index(["metric", "model_a", "model_b"])
-    assert out.loc[("HR@10", "A", "B"), "paired_p"] == 1.0
-    assert out.loc[("HR@10", "A", "C"), "paired_p_holm"] < 1e-6
-    assert out.loc[("HR@10", "A", "C"), "wilcoxon_p"] < 1e-6
+    n = 300
+    hit = {s: (rng.random(n) < 0.2).astype(float) for s in range(3)}
+    better = {s: np.minimum(hit[s] + (rng.random(n) < 0.3), 1) for s in range(3)}
+    per_seed = _per_seed({("d", "A"): {s: {"HR@10": hit[s]} for s in range(3)},
+                          ("d", "B"): {s: {"HR@10": hit[s].copy()} for s in range(3)},
+                          ("d", "C"): {0: {"HR@10": better[0]}}})  # one seed only
+    values = pd.DataFrame([("d", m, s, "HR@10", float(per_seed[("d", m)][s][1].mean()))
+                           for m in "ABC" for s in per_seed[("d", m)]],
+                          columns=["dataset", "model", "seed", "metric", "value"])
+    out = stats.pairwise(values, per_seed, ["HR@10"]).set_index(["model_a", "model_b"])
+    ab, ac = out.loc[("A", "B")], out.loc[("A", "C")]
+    assert ab["paired_p"] == 1.0 and ab["common_seeds"] == "0,1,2" and ab["hb_p"] == 1.0
+    # A against one-seed C: over users on seed 0 only; no over-seeds statistic, no effect size
+    assert ac["common_seeds"] == "0" and ac["paired_diff"] == pytest.approx(hit[0].mean() - better[0].mean())
+    assert ac["wilcoxon_p"] < 1e-6 and math.isnan(ac["seeds_p"]) and math.isnan(ac["cohen_d"])
+    assert "B has one seed" in ac["hb_note"] and ac["paired_p"] < ac["hb_p"] < 0.5 and ac["p_a_beats_b"] < 0.2
+
+
+def test_wilcoxon_keeps_zero_differences_by_pratt():
+    from scipy import stats as sps
+
+    rng = np.random.default_rng(4)
+    x = (rng.random(500) < 0.1).astype(float)
+    y = np.where(rng.random(500) < 0.05, 1 - x, x)  # mostly zero differences
+    got = stats.paired(x, y)
+    assert got["p_w"] == pytest.approx(sps.wilcoxon(x - y, zero_method="pratt").pvalue)
+
+
+def test_families_quote_one_adjusted_p():
+    frame = pd.DataFrame({"dataset": ["d"] * 3, "metric": ["HR@10"] * 3, "model_a": ["A", "A", "B"],
+                          "model_b": ["B", "C", "C"], "hb_p": [0.01, 0.02, 0.04]})
+    first = stats.holm_family(frame.iloc[[0]], "table2", ["hb_p"])
+    assert first["hb_p_holm"].tolist() == [0.01]
+    pairs = stats.quote_family(frame, [first], "pairs-d", ["hb_p"])
+    assert pairs["family"].tolist() == ["table2", "pairs-d", "pairs-d"]
+    assert pairs["hb_p_holm"].tolist() == pytest.approx([0.01, 0.04, 0.04])  # Holm over the two new rows
 
 
 def test_length_groups_half_open():

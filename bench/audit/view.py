@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections import defaultdict
 
 import numpy as np
@@ -20,7 +21,7 @@ class ResultsView:
         self.by_model = defaultdict(list)
         for r in self.records:
             self.by_model[(r["dataset"], r["model"])].append(r)
-        self._per_user, self._info = {}, {}
+        self._per_user, self._info, self._per_seed = {}, {}, {}
 
     @property
     def datasets(self) -> list[str]:
@@ -79,8 +80,17 @@ class ResultsView:
             self._per_user[key] = None if info is None else self._average_over_seeds(key, info["users"])
         return self._per_user[key]
 
-    def _average_over_seeds(self, key: tuple, ref: np.ndarray) -> np.ndarray | None:
-        sums, counts = np.zeros((len(METRICS), len(ref))), np.zeros((len(METRICS), len(ref)))
+    def per_seed(self, dataset: str, model: str) -> dict:
+        """{seed: (len(METRICS), n_users) per-user values} aligned with ``info(dataset)['users']``
+        (NaN for a user a run did not rank); {} without readable ranks."""
+        key = (dataset, model)
+        if key not in self._per_seed:
+            info = self.info(dataset)
+            self._per_seed[key] = {} if info is None else self._seed_matrices(key, info["users"])
+        return self._per_seed[key]
+
+    def _seed_matrices(self, key: tuple, ref: np.ndarray) -> dict:
+        out = {}
         for r in self.by_model.get(key, []):
             try:
                 ranks = store.read_ranks(r["_dir"])
@@ -91,9 +101,16 @@ class ResultsView:
             mat = np.stack([store.per_user_metric(ranks.get(f"test@{m}", ranks["test"]), m) for m in METRICS])
             pos = np.clip(np.searchsorted(ref, ranks["users"]), 0, len(ref) - 1)
             hit = ref[pos] == ranks["users"]
-            sums[:, pos[hit]] += mat[:, hit]
-            counts[:, pos[hit]] += 1
-        if not counts.any():
+            aligned = np.full((len(METRICS), len(ref)), np.nan, np.float32)
+            aligned[:, pos[hit]] = mat[:, hit]
+            out[r.get("seed")] = aligned
+        return out
+
+    def _average_over_seeds(self, key: tuple, ref: np.ndarray) -> np.ndarray | None:
+        mats = self.per_seed(*key)
+        if not mats:
             return None
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+        stack = np.stack(list(mats.values())).astype(np.float64)
+        with warnings.catch_warnings():  # a user no run ranked stays NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmean(stack, axis=0)

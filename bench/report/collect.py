@@ -34,6 +34,8 @@ class Collected:
                seed, protocol, dir, role ('main' = Table 2 model, 'ablation:<label>', 'other')
     values:    seed-value frame (dataset, model, seed, metric, value) of the test metrics
     per_user:  {(dataset, model): (len(METRICS), n_users) seed-averaged per-user values}
+    per_seed:  {(dataset, model): {seed: (len(METRICS), n_users) float32 per-user values}}: what the
+               headline test (``bench.stats.hierarchical_bootstrap``) resamples
     breakdown: per-run breakdown rows (dataset, model, seed, kind, group, metric, value, n_users)
     lent:      the relabelled copies ``collect(lend=)`` tabled as runs (not in ``records``)
     """
@@ -51,6 +53,7 @@ class Collected:
     problems: list = field(default_factory=list)
     lent: list = field(default_factory=list)
     left_out: list = field(default_factory=list)  # ok records not tabled: ranks missing, damaged or edited
+    per_seed: dict = field(default_factory=dict)
 
     @property
     def ok_records(self) -> list:
@@ -296,6 +299,7 @@ def _read_ranks(col: Collected, ok: list, extra_models: list[str] = (), more_mod
             aligned = _align(col, r, part, ranks["users"], ref_users[dataset])
             if part_key not in sums:
                 sums[part_key], counts[part_key] = np.zeros((nm, aligned.shape[1])), np.zeros((nm, aligned.shape[1]))
+            col.per_seed.setdefault(part_key, {})[r.get("seed")] = aligned.astype(np.float32)
             finite = np.isfinite(aligned)
             sums[part_key] += np.where(finite, aligned, 0.0)
             counts[part_key] += finite

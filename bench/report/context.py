@@ -79,16 +79,24 @@ class Context:
         return self._values_of([(d, m) for d, ls in self.col.ablation_models.items() for m in ls.values()])
 
     @cached_property
+    def comparer(self) -> "stats.Comparer":
+        """Every model comparison of the report, sharing the bootstrap's user draws (``stats.Comparer``)."""
+        return stats.Comparer(self.col.values, self.col.per_seed)
+
+    @cached_property
     def vs_best(self) -> pd.DataFrame:
-        """DiffuRec against the best baseline of each (dataset, metric): ``stats.versus_best``."""
+        """DiffuRec against the best baseline of each (dataset, metric): ``stats.versus_best``, Holm family
+        ``table2``."""
         baselines = [m for ms in self.col.main_models.values() for m in ms if m != TARGET]
-        return stats.versus_best(self.main_values, self.col.per_user, METRICS, TARGET, baselines)
+        return stats.versus_best(self.main_values, self.col.per_seed, METRICS, TARGET, baselines,
+                                 comparer=self.comparer, family="table2")
 
     @cached_property
     def vs_reference(self) -> pd.DataFrame:
-        """Each ablation (A) against full DiffuRec (B): ``stats.versus_reference``."""
+        """Each ablation (A) against full DiffuRec (B): ``stats.versus_reference``, Holm family ``table3``."""
         others = sorted({m for ls in self.col.ablation_models.values() for lbl, m in ls.items() if lbl != "DiffuRec"})
-        return stats.versus_reference(self.ablation_values, self.col.per_user, METRICS, TARGET, others)
+        return stats.versus_reference(self.ablation_values, self.col.per_seed, METRICS, TARGET, others,
+                                      comparer=self.comparer, family="table3")
 
     @cached_property
     def breakdown(self) -> pd.DataFrame:

@@ -1,8 +1,10 @@
 """Significance tables: every pair of Table 2 models per dataset, and the shared layout.
 
 ``sig_md`` renders a frame of ``bench.stats`` comparisons (``pairwise``, ``versus_best``,
-``versus_reference``: one row per (dataset, metric, A, B)); Tables 2 and 3 use it for
-their own tests (``bench.report.tables``).
+``versus_reference``: one row per (dataset, metric, A, B), Holm columns and ``family``); Tables
+2 and 3 use it for their own tests (``bench.report.tables``).  The headline test is the two-level
+bootstrap over seeds and users; Welch over seeds and the paired tests over users are secondary
+columns, each labelled with what it conditions on.
 """
 from __future__ import annotations
 
@@ -14,38 +16,60 @@ from bench.fmt import dataset_title, md_table, num, order_datasets, p_value, pct
 from bench.report.collect import METRICS
 from bench.report.context import Context, Table
 
-SIG_HEADER = ["Dataset", "Metric", "A", "B", "Mean A", "Mean B", "Welch p", "Welch p (Holm)", "Cohen's d",
-              "Paired Δ (95% CI)", "t-test p", "t-test p (Holm)", "Wilcoxon p", "Wilcoxon p (Holm)"]
+SIG_HEADER = ["Dataset", "Metric", "A", "B", "Mean A (n)", "Mean B (n)",
+              "Δ A−B [95% CI] (seeds+users)", "p (Holm)", "P(A>B)", "Family",
+              "Welch p (Holm), users fixed", "Cohen's d",
+              "Paired Δ [95% CI], models fixed (seeds)", "t-test p (Holm)", "Wilcoxon p (Holm)", "Note"]
 
 
-def _sig_rows(frame: pd.DataFrame) -> list:
-    rows = []
-    for _, r in frame.iterrows():
-        ci = (f"{pct(r['paired_diff'])} [{pct(r['paired_ci_low'])}, {pct(r['paired_ci_high'])}]"
-              if np.isfinite(r["paired_diff"]) else "–")
-        rows.append([dataset_title(r["dataset"]), r["metric"], r["model_a"], r["model_b"], pct(r["mean_a"]),
-                     pct(r["mean_b"]), p_value(r["welch_p"]), p_value(r["welch_p_holm"]),
-                     num(r["cohen_d"], "{:.2f}"), ci, p_value(r["paired_p"]), p_value(r["paired_p_holm"]),
-                     p_value(r["wilcoxon_p"]), p_value(r["wilcoxon_p_holm"])])
-    return rows
+def _ci(d, lo, hi) -> str:
+    return f"{pct(d)} [{pct(lo)}, {pct(hi)}]" if np.isfinite(d) and np.isfinite(lo) else (pct(d) if np.isfinite(d) else "–")
+
+
+def _p_pair(p, adj) -> str:
+    return "–" if not np.isfinite(p) else f"{p_value(p)} ({p_value(adj)})"
+
+
+def sig_row(r) -> list:
+    """One comparison as the cells of ``SIG_HEADER``."""
+    seeds = r.get("common_seeds") or "–"
+    return [dataset_title(r["dataset"]), r["metric"], r["model_a"], r["model_b"],
+            f"{pct(r['mean_a'])} ({int(r['n_seeds_a'])})", f"{pct(r['mean_b'])} ({int(r['n_seeds_b'])})",
+            _ci(r["diff"], r["hb_ci_low"], r["hb_ci_high"]), _p_pair(r["hb_p"], r["hb_p_holm"]),
+            num(r["p_a_beats_b"], "{:.2f}"), r.get("family") or "–",
+            _p_pair(r["seeds_p"], r["seeds_p_holm"]) + ("" if r["seeds_test"] in ("Welch", "–") else
+                                                         f" {r['seeds_test']}"),
+            num(r["cohen_d"], "{:.2f}"),
+            _ci(r["paired_diff"], r["paired_ci_low"], r["paired_ci_high"]) + f" (seeds {seeds})",
+            _p_pair(r["paired_p"], r["paired_p_holm"]), _p_pair(r["wilcoxon_p"], r["wilcoxon_p_holm"]),
+            r.get("hb_note") or ""]
 
 
 def sig_md(title: str, frame: pd.DataFrame, family: str) -> str:
-    """Markdown of a comparison frame; ``family`` names the Holm family in the footnote."""
-    return (f"# {title}\n\n" + md_table(SIG_HEADER, _sig_rows(frame))
-            + f"\nMeans and paired differences in percent. {stats.WELCH_NOTE} {stats.PAIRED_NOTE} "
-              f"Holm–Bonferroni family: {family} (each test kind corrected separately).\n")
+    """Markdown of a comparison frame; ``family`` declares the report's Holm family in its header."""
+    return (f"# {title}\n\n**Holm family of this report:** {family}. Each test kind is adjusted within the "
+            "family separately; a row whose Family column names another family quotes that family's adjusted "
+            "p, so every file shows one adjusted p per comparison.\n\n"
+            + md_table(SIG_HEADER, [sig_row(r) for _, r in frame.iterrows()])
+            + f"\nMeans and differences in percent; (n) = seeds. {stats.HEADLINE_NOTE} {stats.WELCH_NOTE} "
+              f"{stats.PAIRED_NOTE} {stats.HOLM_NOTE}\n")
+
+
+def pairs_family_text(dataset: str) -> str:
+    return (f"`pairs-{dataset}` = every pair of Table 2 models on {dataset_title(dataset)} × the six metrics "
+            f"({', '.join(METRICS)}), except DiffuRec against each row's best baseline (family `table2`)")
 
 
 def all_pairs(ctx: Context) -> list[Table]:
-    """All pairs of Table 2 models, one table (and one Holm family) per dataset."""
+    """All pairs of Table 2 models, one table (and one Holm family, less the Table 2 rows) per dataset."""
     out = []
     for dataset in order_datasets(ctx.col.main_models):
         sub = ctx.main_values[ctx.main_values["dataset"] == dataset]
-        pairs = stats.pairwise(sub, ctx.col.per_user, METRICS, ctx.col.main_models[dataset])
+        pairs = stats.pairwise(sub, ctx.col.per_seed, METRICS, ctx.col.main_models[dataset], comparer=ctx.comparer)
         if len(pairs):
+            pairs = stats.quote_family(pairs, [ctx.vs_best], f"pairs-{dataset}", stats.P_COLUMNS)
             title = dataset_title(dataset)
             out.append(Table(f"All pairs, {title}", f"significance_pairs_{dataset}",
-                             sig_md(f"All pairs of Table 2 models, {title}", pairs,
-                                    f"all pairs × metrics of {title}"), pairs))
+                             sig_md(f"All pairs of Table 2 models, {title}", pairs, pairs_family_text(dataset)),
+                             pairs))
     return out

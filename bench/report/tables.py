@@ -3,7 +3,7 @@
 Each ``table*`` function takes the :class:`~bench.report.context.Context` and returns
 the :class:`~bench.report.context.Table` objects it renders (none when its runs are
 missing, with a note for ``index.md``).  Tables 2 and 3 come with their significance
-tables, since the stars in them are read from those tests.
+tables, since the direction marks in them are read from those tests.
 """
 from __future__ import annotations
 
@@ -78,16 +78,36 @@ def table1(ctx: Context) -> list[Table]:
 
 
 # =========================================================================== cell styling
+UP, DOWN = "▲", "▼"  # significantly better / worse by the headline test (Holm-adjusted)
+
+
+def direction_mark(diff: float, p_holm: float, alpha: float = stats.ALPHA) -> str:
+    """'▲' when the headline test's adjusted p < alpha and diff > 0, '▼' when diff < 0, else ''."""
+    if not (np.isfinite(p_holm) and p_holm < alpha and np.isfinite(diff)) or diff == 0:
+        return ""
+    return UP if diff > 0 else DOWN
+
+
 def _styled(text: str, row, kind: str) -> str:
-    """Bold best, underline second, star a significant difference (kind 'md' or 'tex')."""
+    """Bold best, underline second, the direction mark of a significant difference (kind 'md' or 'tex')."""
     if text == "–":
         return text
+    mark = row.get("mark") or ""
     if kind == "md":
         text = f"**{text}**" if row["best"] else (f"<u>{text}</u>" if row["second"] else text)
-        return text + ("\\*" if row.get("star") else "")
+        return text + mark
     text = text.replace("±", r"$\pm$")
     text = rf"\textbf{{{text}}}" if row["best"] else (rf"\underline{{{text}}}" if row["second"] else text)
-    return text + (r"$^{*}$" if row.get("star") else "")
+    tex_mark = {UP: r"$^{\blacktriangle}$", DOWN: r"$^{\blacktriangledown}$"}.get(mark, "")
+    return text + tex_mark
+
+
+def one_seed_mark(r, kind: str) -> str:
+    """' (n=1)' on a cell resting on one seed (no spread, no over-seeds test), unless the partial-grid
+    mark already gives its n."""
+    if int(r["n_seeds"]) != 1:
+        return ""
+    return " (n=1)" if kind == "md" else r" ($n=1$)"
 
 
 # =========================================================================== Table 2
@@ -125,16 +145,25 @@ def table2_cells(col: Collected, vs_best: pd.DataFrame) -> pd.DataFrame:
                     "ci_low_pct": 100 * s["ci_low"], "ci_high_pct": 100 * s["ci_high"],
                     "best": model in best, "second": model in second,
                     "best_baseline": vb["model_b"] if vb is not None else None,
-                    "improv_pct": vb["improv_pct"] if is_target else np.nan,
-                    "welch_p": vb["welch_p"] if is_target else np.nan,
-                    "welch_p_holm": vb["welch_p_holm"] if is_target else np.nan,
-                    "star": bool(is_target and np.isfinite(vb["welch_p_holm"])
-                                 and vb["welch_p_holm"] < stats.ALPHA),
                     "not_converged": len(capped.get((dataset, model), [])),
+                    **_table2_test_cells(vb if is_target else None),
                 })
     return pd.DataFrame(rows, columns=[
         "dataset", "metric", "model", "n_seeds", "mean_pct", "std_pct", "ci_low_pct", "ci_high_pct", "best",
-        "second", "best_baseline", "improv_pct", "welch_p", "welch_p_holm", "star", "not_converged"])
+        "second", "best_baseline", "not_converged", *TABLE2_TEST_COLUMNS])
+
+
+TABLE2_TEST_COLUMNS = ("improv_pct", "hb_p", "hb_p_holm", "p_a_beats_b", "seeds_p", "seeds_p_holm", "family", "mark")
+
+
+def _table2_test_cells(vb) -> dict:
+    """The Table 2 test of a DiffuRec cell (``vb``: its ``versus_best`` row; None for other cells):
+    headline p (Holm family ``table2``), P(DiffuRec > best baseline), Welch over seeds, direction mark."""
+    if vb is None:
+        return {c: (np.nan if c not in ("family", "mark") else "") for c in TABLE2_TEST_COLUMNS}
+    return {"improv_pct": vb["improv_pct"], "hb_p": vb["hb_p"], "hb_p_holm": vb["hb_p_holm"],
+            "p_a_beats_b": vb["p_a_beats_b"], "seeds_p": vb["seeds_p"], "seeds_p_holm": vb["seeds_p_holm"],
+            "family": vb["family"], "mark": direction_mark(vb["diff"], vb["hb_p_holm"])}
 
 
 def expected_seeds(expected) -> dict:
@@ -170,8 +199,9 @@ def _table2_grid(cells: pd.DataFrame, kind: str, want: dict | None = None) -> tu
             for m in models:
                 if m in sel.index:
                     r = sel.loc[m]
+                    partial = _partial_marks(r, (want or {}).get((dataset, m)), kind)
                     row.append(_styled(cell(r["mean_pct"] / 100, r["std_pct"] / 100), r, kind)
-                               + _partial_marks(r, (want or {}).get((dataset, m)), kind))
+                               + (partial if "n=" in partial else one_seed_mark(r, kind) + partial))
                 else:
                     row.append("–")
             imp = sel["improv_pct"].dropna() if len(sel) else pd.Series(dtype=float)
@@ -210,24 +240,39 @@ def _coverage_md(cells: pd.DataFrame, want: dict) -> str:
 
 def _table2_md(cells: pd.DataFrame, want: dict | None = None) -> str:
     header, rows = _table2_grid(cells, "md", want)
-    text = "# Table 2: overall performance (%, mean ± std over seeds)\n\n" + md_table(header, rows)
-    text += (
-        "\nBold: best mean in the row; underlined: second best. \\* on DiffuRec: its difference to "
-        "the best baseline of the row is significant (two-sided Welch t-test over seeds, Holm–Bonferroni "
-        "over all rows of this table, adjusted p < 0.05); it marks a difference in either direction. "
-        "Improv. = 100 × (DiffuRec / best baseline − 1), the best baseline being the baseline with the "
-        "highest mean in the row. " + stats.WELCH_NOTE + " Details: significance_table2.md. "
-        "†: at least one run of the cell stopped at the epoch cap, not by early stopping (not shown to "
-        "have converged).\n")
+    text = ("# Table 2: overall performance (%, mean ± sample std over seeds)\n\n" + TABLE2_FAMILY_MD + "\n\n"
+            + md_table(header, rows) + table2_legend_md())
     return text + _coverage_md(cells, want or {})
+
+
+TABLE2_FAMILY_MD = ("**Holm family of this report (`table2`):** DiffuRec against the best baseline of every row, "
+                    "every dataset × the six metrics (" + ", ".join(METRICS) + "); headline test, Welch over seeds "
+                    "and the tests over users each adjusted within it. significance_table2.md, the all-pairs "
+                    "tables and the audit quote these adjusted p.")
+
+
+def table2_legend_md() -> str:
+    """The legend under Table 2: what the marks, (n=1), std and Improv. mean."""
+    return (
+        f"\nBold: best mean in the row; underlined: second best. Marks on DiffuRec, by the headline test "
+        f"(two-level bootstrap over seeds and test users, Holm family `table2`, adjusted p < {stats.ALPHA}): "
+        f"{UP} DiffuRec significantly better than the row's best baseline, {DOWN} significantly worse; no mark: "
+        "not significant. ± is the sample standard deviation over seeds (ddof = 1). (n=1): the cell rests on "
+        "one seed, so it has no spread, no over-seeds test and no effect size; its comparisons take the other "
+        "model's seed variance (significance_table2.md, Note). Improv. = 100 × (DiffuRec / best baseline − 1), "
+        "the best baseline being the baseline with the highest mean in the row. "
+        + stats.HEADLINE_NOTE + " Details, with Welch over seeds and the paired tests over users: "
+        "significance_table2.md. †: at least one run of the cell stopped at the epoch cap, not by early "
+        "stopping (not shown to have converged).\n")
 
 
 def _table2_tex(cells: pd.DataFrame, want: dict | None = None) -> str:
     header, rows = _table2_grid(cells, "tex", want)
     rows = [[tex(r[0]), tex(r[1]), *r[2:-1], tex(r[-1])] for r in rows]
-    caption = (r"Overall performance (\%, mean $\pm$ std over seeds). Bold: best; underlined: second best; "
-               r"$^{*}$: DiffuRec differs significantly from the best baseline (two-sided Welch t-test, "
-               r"Holm--Bonferroni over the table, $p<0.05$). Improv.: DiffuRec over the best baseline.")
+    caption = (r"Overall performance (\%, mean $\pm$ sample std over seeds). Bold: best; underlined: second best; "
+               r"$^{\blacktriangle}$/$^{\blacktriangledown}$: DiffuRec significantly better/worse than the best "
+               r"baseline (two-level bootstrap over seeds and users, Holm--Bonferroni over the table, $p<0.05$); "
+               r"$n=1$: one seed. Improv.: DiffuRec over the best baseline.")
     return tex_table(header, rows, caption, "tab:overall", blocks_of=len(METRICS))
 
 
@@ -242,7 +287,8 @@ def table2(ctx: Context) -> list[Table]:
     if len(ctx.vs_best):
         out.append(Table("DiffuRec vs best baseline (Table 2 tests)", "significance_table2",
                          sig_md("DiffuRec vs the best baseline of each Table 2 row", ctx.vs_best,
-                                "all rows of Table 2"), ctx.vs_best))
+                                "`table2` = DiffuRec against the best baseline of every Table 2 row, every "
+                                "dataset × the six metrics (" + ", ".join(METRICS) + ")"), ctx.vs_best))
     else:
         ctx.notes.append("No DiffuRec vs best-baseline tests: DiffuRec or every baseline is missing")
     return out
@@ -273,15 +319,15 @@ def table3_cells(col: Collected, vs_ref: pd.DataFrame) -> pd.DataFrame:
                     "n_seeds": int(s["n"]), "mean_pct": 100 * s["mean"], "std_pct": 100 * s["std"],
                     "ci_low_pct": 100 * s["ci_low"], "ci_high_pct": 100 * s["ci_high"],
                     "change_vs_diffurec_pct": t["change_pct"] if t is not None else np.nan,
-                    "welch_p": t["welch_p"] if t is not None else np.nan,
-                    "welch_p_holm": t["welch_p_holm"] if t is not None else np.nan,
-                    "star": bool(t is not None and np.isfinite(t["welch_p_holm"])
-                                 and t["welch_p_holm"] < stats.ALPHA),
+                    "hb_p": t["hb_p"] if t is not None else np.nan,
+                    "hb_p_holm": t["hb_p_holm"] if t is not None else np.nan,
+                    "seeds_p_holm": t["seeds_p_holm"] if t is not None else np.nan,
+                    "mark": direction_mark(t["diff"], t["hb_p_holm"]) if t is not None else "",
                     "best": False, "second": False,
                 })
     return pd.DataFrame(rows, columns=[
         "dataset", "ablation", "model", "metric", "n_seeds", "mean_pct", "std_pct", "ci_low_pct",
-        "ci_high_pct", "change_vs_diffurec_pct", "welch_p", "welch_p_holm", "star", "best", "second"])
+        "ci_high_pct", "change_vs_diffurec_pct", "hb_p", "hb_p_holm", "seeds_p_holm", "mark", "best", "second"])
 
 
 def _table3_grid(cells: pd.DataFrame, kind: str) -> tuple[list, list]:
@@ -297,7 +343,7 @@ def _table3_grid(cells: pd.DataFrame, kind: str) -> tuple[list, list]:
             for metric in METRICS:
                 if metric in sel.index:
                     r = sel.loc[metric]
-                    row.append(_styled(cell(r["mean_pct"] / 100, r["std_pct"] / 100), r, kind))
+                    row.append(_styled(cell(r["mean_pct"] / 100, r["std_pct"] / 100), r, kind) + one_seed_mark(r, kind))
                 else:
                     row.append("–")
             rows.append(row)
@@ -306,18 +352,26 @@ def _table3_grid(cells: pd.DataFrame, kind: str) -> tuple[list, list]:
 
 def _table3_md(cells: pd.DataFrame) -> str:
     header, rows = _table3_grid(cells, "md")
-    return ("# Table 3: ablation (%, mean ± std over seeds)\n\n" + md_table(header, rows)
+    return ("# Table 3: ablation (%, mean ± sample std over seeds)\n\n" + TABLE3_FAMILY_MD + "\n\n"
+            + md_table(header, rows)
             + "\nw GRU: DiffuRec with a GRU approximator (params approximator = gru); w R*: rounding by "
-              "negative squared distance (params rounding = neg_sq_distance). \\*: different from full "
-              "DiffuRec (two-sided Welch t-test over seeds, Holm–Bonferroni over this table, adjusted "
-              "p < 0.05). Details: significance_table3.md.\n")
+              f"negative squared distance (params rounding = neg_sq_distance). {UP} / {DOWN}: the ablation is "
+              "significantly better / worse than full DiffuRec by the headline test (two-level bootstrap over "
+              "seeds and test users, Holm family `table3`, adjusted p < 0.05). ± is the sample standard "
+              "deviation over seeds (ddof = 1); (n=1): one seed. Details: significance_table3.md.\n")
+
+
+TABLE3_FAMILY = ("`table3` = each ablation against full DiffuRec, every dataset × the six metrics ("
+                 + ", ".join(METRICS) + ")")
+TABLE3_FAMILY_MD = f"**Holm family of this report:** {TABLE3_FAMILY}; significance_table3.md and the audit quote it."
 
 
 def _table3_tex(cells: pd.DataFrame) -> str:
     header, rows = _table3_grid(cells, "tex")
     rows = [[tex(r[0]), tex(r[1]), *r[2:]] for r in rows]
-    caption = (r"Ablation (\%, mean $\pm$ std over seeds). $^{*}$: differs significantly from DiffuRec "
-               r"(two-sided Welch t-test, Holm--Bonferroni over the table, $p<0.05$).")
+    caption = (r"Ablation (\%, mean $\pm$ sample std over seeds). $^{\blacktriangle}$/$^{\blacktriangledown}$: "
+               r"significantly better/worse than DiffuRec (two-level bootstrap over seeds and users, "
+               r"Holm--Bonferroni over the table, $p<0.05$).")
     return tex_table(header, rows, caption, "tab:ablation")
 
 
@@ -330,5 +384,5 @@ def table3(ctx: Context) -> list[Table]:
         return []
     return [Table("Table 3 (ablation)", "table3", _table3_md(cells), cells, _table3_tex(cells)),
             Table("Ablations vs DiffuRec (Table 3 tests)", "significance_table3",
-                  sig_md("Ablations (A) against full DiffuRec (B)", ctx.vs_reference, "all rows of Table 3"),
+                  sig_md("Ablations (A) against full DiffuRec (B)", ctx.vs_reference, TABLE3_FAMILY),
                   ctx.vs_reference)]

@@ -258,7 +258,7 @@ def compare_replicates(ma: np.ndarray, mb: np.ndarray, obs_a: np.ndarray, obs_b:
     return _result(obs, reps, seed_terms + [user_term], interaction, floor, beats, n_a, n_b, n_users, level, "; ".join(notes))
 
 
-def _interaction_ab(xa: np.ndarray, xb: np.ndarray) -> float:
+def interaction_ab(xa: np.ndarray, xb: np.ndarray) -> float:
     """Interaction variance in mean(A) - mean(B) for independent models A and B ((n_seeds, n_users) each).
 
     A side with one seed takes the other side's interaction, as it takes its seed variance.
@@ -317,7 +317,7 @@ def compare_runs(values_a: Mapping, values_b: Mapping, paired: bool = True, n_bo
     if same_training:
         interaction = interaction_variance(xa - xb)
     else:
-        interaction = _interaction_ab(xa, xb)
+        interaction = interaction_ab(xa, xb)
     return compare_replicates(ma, mb, xa.mean(axis=1), xb.mean(axis=1), n_users, same_training, level, seed,
                               interaction)
 
