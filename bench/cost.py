@@ -6,7 +6,7 @@ the engine's own functions; epochs extrapolated from a sample of batches, valida
 sample of users), saves the timings as ``reports/speed/timing-<profile>-<dataset>-<device>.json``,
 and writes ``reports/speed/convergence-<dataset>.md`` from every timing file and every record:
 
-* seconds per epoch and per validation on this machine (records' measured values where they
+* seconds per epoch and per validation on the records' CPU (records' measured values where they
   exist, else the timing pass);
 * epochs to the best checkpoint and epochs run, where a record exists;
 * projected hours of one run and of the whole grid (the profile's datasets with data, five
@@ -227,7 +227,7 @@ def scheduled_hours(mine: dict, cell: dict, similar: list[dict], base_records: l
 
 
 def queue_rows(profile: dict, results_dir, rows: list[dict], data_dir=None) -> list[dict]:
-    """The runs without a record, in ``bench grid`` order, each with projected hours on this machine.
+    """The runs without a record, in ``bench grid`` order, each with projected hours on the records' CPU.
 
     A base run costs what its model's records on that dataset took (their mean), else the cost
     model's run hours (``rows``). A variant costs its base model's hours there, times the ratio
@@ -339,9 +339,9 @@ def render_queue(queue: list[dict], profile: str, finished: list[dict] | None = 
     lines += [
         "## Runs left", "",
         f"{len(queue)} runs without a record, in the order `bench grid --profile {profile}` runs them (the "
-        "profile's `priority:`, then grid order), datasets with data only. Hours are one process on this "
-        "machine, projected from the records (`bench/cost.py`, `queue_rows`); two lanes share the 2 cores, so "
-        "wall time is about half. A run in flight counts in full.", "",
+        "profile's `priority:`, then grid order), datasets with data only. Hours are one process on the CPU "
+        "that made the records, projected from them (`bench/cost.py`, `queue_rows`); two one-thread lanes on "
+        "two cores halve the wall time. A run in flight counts in full.", "",
         md_table(["#", "run", "dataset", "seed", "h", "cumulative h", "basis"], body), "",
         f"Total left: {known:.0f} process-hours (runs with a projection)"
         + (f"; with the {finished[-1]['hours']:.0f} run so far, {known + finished[-1]['hours']:.0f} for the "
@@ -371,7 +371,7 @@ def render(rows: list[dict], profile: str, dataset: str, datasets: list[str], gp
         epochs = f"{d['epochs']:.0f}" + (" assumed" if d.get("assumed_epochs") else "") + flag
         body.append([r["model"], _h(d.get("epoch_s")), _h(d.get("valid_s")), best, epochs, _h(d.get("run_h"))])
     lines += [md_table(header, body), "", f"## The whole grid: {', '.join(datasets)}, five seeds, base models", ""]
-    header = ["model"] + [f"{ds} h" for ds in datasets] + ["total h (this machine)", "runs done", "left h"]
+    header = ["model"] + [f"{ds} h" for ds in datasets] + ["total h (records' CPU)", "runs done", "left h"]
     if gpu_rows:
         header.append("total h (GPU)")
     body, total, left = [], 0.0, 0.0
@@ -390,7 +390,7 @@ def render(rows: list[dict], profile: str, dataset: str, datasets: list[str], gp
             gc = [g["datasets"][ds]["grid_h"] for ds in datasets] if g else [None]
             line.append(_h(None if any(c is None for c in gc) else sum(gc)))
         body.append(line)
-    lines += [md_table(header, body), "", f"Total on this machine (models with every cell known): {total:.0f} h "
+    lines += [md_table(header, body), "", f"Total on the records' CPU (models with every cell known): {total:.0f} h "
               f"of one process, of which {left:.0f} h are left to run (base runs without a record); the grid runs "
               "two processes at once on 2 cores.", ""]
     return "\n".join(lines)

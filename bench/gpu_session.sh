@@ -68,7 +68,10 @@ run_job() {  # name, args...: one pool job, interrupted at the deadline
   echo "$name rc=$? $((SECONDS - t)) s, started at $((t - t0)) s" >> "$work/logs/jobs.log"
 }
 pack() {  # what has finished so far into $OUT, atomically: a call cut short still returns it
-  [ -d "$work/results/paper" ] && tar -C "$work/results" -czf "$out/.paper.tgz" paper && mv "$out/.paper.tgz" "$out/paper-results.tgz"
+  # only finished runs: a run stopped at the deadline leaves its folder with just its lock (bench/resume.py)
+  if [ -n "$(find "$work/results/paper" -name record.json 2>/dev/null | head -1)" ]; then
+    tar -C "$work/results" --exclude='.lock' -czf "$out/.paper.tgz" paper && mv "$out/.paper.tgz" "$out/paper-results.tgz"
+  fi
   tar -C "$work" -czf "$out/.logs.tgz" logs speed check cost 2>/dev/null; mv "$out/.logs.tgz" "$out/logs.tgz"
 }
 (while sleep 20; do pack; done) & packer=$!

@@ -146,7 +146,7 @@ def campaign_line(reports_dir: Path, profile: str) -> str:
         return f"`bench cost --profile {profile}` has not been run: no projection of the runs left."
     text = path.read_text()
     runs = re.search(r"^(\d+) runs without a record", text, re.M)
-    total = re.search(r"^Total: ([\d.]+) process-hours", text, re.M)
+    total = re.search(r"^Total(?: left)?: ([\d.]+) process-hours", text, re.M)
     if not (runs and total):
         raise BenchError(f"{path}: no 'N runs without a record' or 'Total: H process-hours' line "
                          "(rerun `bench cost`)")
