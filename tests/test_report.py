@@ -373,3 +373,46 @@ def test_tuning_md_names_the_choice_and_the_variant_to_add():
     assert "validation picks `h128` of 2 settings" in md
     assert "seed 0 is `SASRec-tune-h128`'s run (the same config and seed)" in md  # seed 0 needs no rerun
     assert "`{name: SASRec-tuned, model: SASRec, params: {hidden_size: 128}, datasets: [beauty], seeds: [1, 2]}`" in md
+
+
+def test_the_palette_stays_distinct_for_any_number_of_models():
+    """Eleven models (or thirty) never wrap onto a colour already in use; the paper's ten keep theirs."""
+    from bench.report.figures.style import colors
+
+    names = list(report.PAPER_MODELS) + [f"Extra{i:02d}" for i in range(20)]
+    palette = colors(names)
+    assert len({tuple(palette[m]) for m in names}) == len(names)
+    assert colors(["SASRec"])["SASRec"] == palette["SASRec"]
+
+
+def test_index_opens_with_the_audits_verdict_and_flags_a_stale_audit(tmp_path):
+    """index.md states its record set; beside an audit.json of the same set it opens with its claims,
+    beside one of another set it says the audit is stale."""
+    import json
+
+    from bench.report.index import records_stamp
+
+    build_store(tmp_path / "results")
+    out = tmp_path / "reports" / PROFILE
+    out.mkdir(parents=True)
+    stamp = records_stamp(store.load_records(tmp_path / "results", PROFILE, status=None))
+    claims = [{"id": "T2-beats-all", "verdict": "does not hold", "statement": "DiffuRec beats all.", "source": "Table 2",
+               "evidence": [{"dataset": "beauty", "metric": "HR@10", "target": 0.07, "best_baseline": "SASRec",
+                             "baseline": 0.08, "improv_pct": -12.5, "welch_p_holm": 0.02, "paired_p_holm": 1e-9,
+                             "n_seeds": "3/3"}]}]
+    for audit_stamp, said in ((stamp, "rendered from the same record set"), ({**stamp, "ok": 1}, "The audit is stale")):
+        (out / "audit.json").write_text(json.dumps({"records_stamp": audit_stamp, "claims": claims,
+                                                    "integrity": {"passed": True}, "determinism": {}}))
+        (out / "audit.md").write_text("# Audit\n")
+        report.render(tmp_path / "results", tmp_path / "reports", PROFILE)
+        index = (out / "index.md").read_text()
+        assert f"record set {stamp['digest']}" in index and said in index
+        assert index.index("## Verdict") < index.index("## Budget")
+        assert "T2-beats-all — **does not hold**" in index and "| Beauty | HR@10 | 7.00 | SASRec | 8.00 | -12.5% |" in index
+
+
+def test_an_audit_names_no_machine_path(tmp_path):
+    from bench.audit.build import _shown_paths
+
+    shown = _shown_paths(tmp_path / "check", tmp_path / "data")
+    assert set(shown.values()) == {"<outside the repository>/check", "<outside the repository>/data"}
