@@ -416,3 +416,31 @@ def test_an_audit_names_no_machine_path(tmp_path):
 
     shown = _shown_paths(tmp_path / "check", tmp_path / "data")
     assert set(shown.values()) == {"<outside the repository>/check", "<outside the repository>/data"}
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parent.parent / "results" / "quick").exists(),
+                    reason="no committed quick records")
+def test_committed_quick_reports_re_render_byte_identical(tmp_path, repo_root):
+    """reports/quick is what its committed records give today: re-rendered, every Markdown and CSV file
+    (index.md included, which opens with the committed audit's verdict) comes out byte for byte."""
+    from conftest import AVAILABLE  # Table 1 and the index's unrunnable-dataset lines read the data
+
+    if len(AVAILABLE) < 3:
+        pytest.skip("the released splits are needed (Table 1, the index's unrunnable datasets)")
+    from bench.grid import expected_entries
+    from bench.profiles import load_profile
+
+    committed = repo_root / "reports" / "quick"
+    out = tmp_path / "reports"
+    (out / "quick").mkdir(parents=True)
+    for name in ("audit.json", "audit.md"):
+        (out / "quick" / name).write_bytes((committed / name).read_bytes())
+    (out / "speed").mkdir()
+    for page in (repo_root / "reports" / "speed").glob("*.md"):  # the index links the cost pages that exist
+        (out / "speed" / page.name).write_bytes(page.read_bytes())
+    profile = load_profile("quick")
+    report.render(repo_root / "results", out, "quick",
+                  expected=[(e.dataset, e.model, e.seed) for e in expected_entries(profile)],
+                  controls=profile.get("controls"))
+    for path in sorted(committed.glob("*.md")) + sorted(committed.glob("*.csv")):
+        assert (out / "quick" / path.name).read_bytes() == path.read_bytes(), f"reports/quick/{path.name} is stale"
