@@ -375,3 +375,74 @@ def test_tuning_md_names_the_choice_and_the_variant_to_add():
     assert "validation picks `h128` of 2 settings" in md
     assert "seed 0 is `SASRec-tune-h128`'s run (the same config and seed)" in md  # seed 0 needs no rerun
     assert "`{name: SASRec-tuned, model: SASRec, params: {hidden_size: 128}, datasets: [beauty], seeds: [1, 2]}`" in md
+
+
+def test_the_palette_stays_distinct_for_any_number_of_models():
+    """Eleven models (or thirty) never wrap onto a colour already in use; the paper's ten keep theirs."""
+    from bench.report.figures.style import colors
+
+    names = list(report.PAPER_MODELS) + [f"Extra{i:02d}" for i in range(20)]
+    palette = colors(names)
+    assert len({tuple(palette[m]) for m in names}) == len(names)
+    assert colors(["SASRec"])["SASRec"] == palette["SASRec"]
+
+
+def test_index_opens_with_the_audits_verdict_and_flags_a_stale_audit(tmp_path):
+    """index.md states its record set; beside an audit.json of the same set it opens with its claims,
+    beside one of another set it says the audit is stale."""
+    import json
+
+    from bench.report.index import records_stamp
+
+    build_store(tmp_path / "results")
+    out = tmp_path / "reports" / PROFILE
+    out.mkdir(parents=True)
+    stamp = records_stamp(store.load_records(tmp_path / "results", PROFILE, status=None))
+    claims = [{"id": "T2-beats-all", "verdict": "does not hold", "statement": "DiffuRec beats all.", "source": "Table 2",
+               "evidence": [{"dataset": "beauty", "metric": "HR@10", "target": 0.07, "best_baseline": "SASRec",
+                             "baseline": 0.08, "improv_pct": -12.5, "welch_p_holm": 0.02, "paired_p_holm": 1e-9,
+                             "n_seeds": "3/3"}]}]
+    for audit_stamp, said in ((stamp, "rendered from the same record set"), ({**stamp, "ok": 1}, "The audit is stale")):
+        (out / "audit.json").write_text(json.dumps({"records_stamp": audit_stamp, "claims": claims,
+                                                    "integrity": {"passed": True}, "determinism": {}}))
+        (out / "audit.md").write_text("# Audit\n")
+        report.render(tmp_path / "results", tmp_path / "reports", PROFILE)
+        index = (out / "index.md").read_text()
+        assert f"record set {stamp['digest']}" in index and said in index
+        assert index.index("## Verdict") < index.index("## Budget")
+        assert "T2-beats-all — **does not hold**" in index and "| Beauty | HR@10 | 7.00 | SASRec | 8.00 | -12.5% |" in index
+
+
+def test_an_audit_names_no_machine_path(tmp_path):
+    from bench.audit.build import _shown_paths
+
+    shown = _shown_paths(tmp_path / "check", tmp_path / "data")
+    assert set(shown.values()) == {"<outside the repository>/check", "<outside the repository>/data"}
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parent.parent / "results" / "quick").exists(),
+                    reason="no committed quick records")
+def test_committed_quick_reports_re_render_byte_identical(tmp_path, repo_root):
+    """reports/quick is what its committed records give today: re-rendered, every Markdown and CSV file
+    (index.md included, which opens with the committed audit's verdict) comes out byte for byte."""
+    from conftest import AVAILABLE  # Table 1 and the index's unrunnable-dataset lines read the data
+
+    if len(AVAILABLE) < 3:
+        pytest.skip("the released splits are needed (Table 1, the index's unrunnable datasets)")
+    from bench.grid import expected_entries
+    from bench.profiles import load_profile
+
+    committed = repo_root / "reports" / "quick"
+    out = tmp_path / "reports"
+    (out / "quick").mkdir(parents=True)
+    for name in ("audit.json", "audit.md"):
+        (out / "quick" / name).write_bytes((committed / name).read_bytes())
+    (out / "speed").mkdir()
+    for page in (repo_root / "reports" / "speed").glob("*.md"):  # the index links the cost pages that exist
+        (out / "speed" / page.name).write_bytes(page.read_bytes())
+    profile = load_profile("quick")
+    report.render(repo_root / "results", out, "quick",
+                  expected=[(e.dataset, e.model, e.seed) for e in expected_entries(profile)],
+                  controls=profile.get("controls"))
+    for path in sorted(committed.glob("*.md")) + sorted(committed.glob("*.csv")):
+        assert (out / "quick" / path.name).read_bytes() == path.read_bytes(), f"reports/quick/{path.name} is stale"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from bench import store
 from bench.audit.claims import CLAIMS_FILE, evaluate_claims
@@ -17,11 +18,18 @@ from bench.report.index import records_stamp
 from datasets.prepare import DEFAULT_DATA_DIR, resolve_data_dir
 
 
+def _no_machine_path(shown: str) -> str:
+    """A folder outside the repository is named by its last part only: a committed audit names no
+    machine's paths (``/tmp/…/check`` -> ``<outside the repository>/check``)."""
+    return f"<outside the repository>/{Path(shown).name}" if os.path.isabs(shown) else shown
+
+
 def _shown_paths(results_dir, data_dir) -> dict:
-    """{absolute folder: shown form} of the results and data folders (relative to the repository, or as given)."""
+    """{absolute folder: shown form} of the results and data folders (relative to the repository, else
+    ``_no_machine_path``)."""
     data = resolve_data_dir(data_dir)
-    return {os.path.abspath(results_dir): display_path(results_dir),
-            os.path.abspath(data): display_path(data, default=DEFAULT_DATA_DIR)}
+    return {os.path.abspath(results_dir): _no_machine_path(display_path(results_dir)),
+            os.path.abspath(data): _no_machine_path(display_path(data, default=DEFAULT_DATA_DIR))}
 
 
 def _scrub(obj, folders: dict):
@@ -47,7 +55,7 @@ def audit(profile_name: str, results_dir, data_dir=None, run_determinism: bool =
     t0 = time.perf_counter()
     profile = load_profile(profile_name)
     folders = _shown_paths(results_dir, data_dir)
-    result = {"profile": profile["name"], "results_dir": display_path(results_dir),
+    result = {"profile": profile["name"], "results_dir": folders[os.path.abspath(results_dir)],
               "data_dir": folders[os.path.abspath(resolve_data_dir(data_dir))]}
     result["integrity"] = integrity(profile, results_dir, DataCache(data_dir))
     if run_determinism:

@@ -48,7 +48,8 @@ def budget_table(col: Collected) -> pd.DataFrame:
             "items": data.get("n_items", "–"),
             "max_epochs": ", ".join(map(str, epochs)) or "–",
             "epochs_run": f"{min(run)}–{max(run)}" if run else "–",
-            "max_users": budget.get("max_users", "–"), "max_train_prefixes": budget.get("max_train_prefixes", "–"),
+            # as text: a column mixing None and numbers would print NaN and 20.0
+            "max_users": str(budget.get("max_users", "–")), "max_train_prefixes": str(budget.get("max_train_prefixes", "–")),
             "head_rule": data.get("head_rule", "–"),
         })
     return pd.DataFrame(rows)
@@ -79,7 +80,7 @@ def env_summary(records: list) -> list[str]:
             differs.append(f"- git_revision: {len(counts)} code revisions (each record names its own; "
                            "audit.md checks that every record is current)")
         else:
-            differs.append(f"- {key}: " + ", ".join(f"{v} ({n} runs)" for v, n in counts.items()))
+            differs.append(f"- {key}: " + ", ".join(f"{v} ({n} run{'s' if n != 1 else ''})" for v, n in counts.items()))
     return [f"All {int(runs.sum())} ok records: " + ", ".join(same) + ".", "", *differs, *([""] if differs else [])]
 
 
@@ -283,7 +284,7 @@ def _runs_section(col: Collected, missing_runs: list | None, data_dir=None) -> l
             n = sum(e[0] == d for e in missing_runs)
             lines += [f"- {dataset_title(d)} ({n} expected run{'s' if n != 1 else ''}): not runnable, {cannot[d]}.", ""]
         if runnable:
-            lines += ["Runnable missing runs per model and dataset:", ""]
+            lines += ["Runnable missing runs per model and dataset (0: none missing, or not in that dataset's grid):", ""]
             header, rows = missing_matrix(runnable)
             lines.append(md_table(header, rows))
     else:

@@ -52,7 +52,7 @@ def draw_breakdown(summary: pd.DataFrame, dataset: str, kind: str, models: Seque
     from matplotlib.patches import Patch
 
     sub = summary[(summary["dataset"] == dataset) & (summary["kind"] == kind)]
-    fig, axes = new_fig(3.6 if kind == "head_tail" else 3.4, 2, 1)
+    fig, axes = new_fig(3.6 if kind == "head_tail" else 3.4 + 0.12 * max(len(models) - 8, 0), 2, 1)
     palette = colors(models)
     for ax, metric in zip(axes[:, 0], BREAKDOWN_METRICS):
         s = sub[sub["metric"] == metric].set_index(["model", "group"])
@@ -61,7 +61,7 @@ def draw_breakdown(summary: pd.DataFrame, dataset: str, kind: str, models: Seque
         ax.grid(axis="y", linewidth=0.3, alpha=0.5)
     if kind == "length":
         fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center",
-                   ncol=min(4, len(models)), frameon=False)
+                   ncol=min(3, len(models)), frameon=False)  # three '<Model> (n=k)' labels fit a column
     else:
         fig.legend(handles=[Patch(facecolor="white", edgecolor="black", hatch=h, label=g)
                             for g, h in zip(groups, HATCHES)], loc="outside lower center", ncol=2, frameon=False)

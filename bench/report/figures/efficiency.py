@@ -106,8 +106,8 @@ def timing_source(col: Collected, dataset: str, inference: pd.DataFrame) -> str:
     where = "a shared (contended) CPU" if devices == ["cpu"] else "device " + ", ".join(devices)
     means = inference["mean"].to_numpy() if len(inference) else np.array([])
     odd = " (here not even monotonic in the steps)" if np.any(np.diff(means) < 0) else ""
-    return (f"Times recorded inside the training runs on {where}, beside other runs: not an\n"
-            f"isolated benchmark{odd}; isolated timings: reports/speed/. Bars: ± std, clipped at 0.")
+    return (f"Recorded inside the training runs on {where}, beside other runs:\n"
+            f"not an isolated benchmark{odd}.\nIsolated timings: reports/speed/. Bars: ± std over seeds, clipped at 0.")
 
 
 def draw_efficiency(inference: pd.DataFrame, baselines: pd.DataFrame, batch: pd.DataFrame, dataset: str,
@@ -115,7 +115,7 @@ def draw_efficiency(inference: pd.DataFrame, baselines: pd.DataFrame, batch: pd.
     """Inference ms per user vs reverse steps (top, if any), s per training batch (bottom, if any);
     ``source``: the footnote saying where the times come from."""
     panels = int(len(inference) > 0) + int(len(batch) > 0)
-    fig, axes = new_fig(2.2 * panels + 0.7, panels, 1)
+    fig, axes = new_fig(2.2 * panels + 0.8, panels, 1)
     i = 0
     if len(inference):
         _inference_panel(axes[i, 0], inference, baselines)
