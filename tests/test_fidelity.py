@@ -74,3 +74,16 @@ def test_no_fidelity_report_without_a_release_or_cause_run(tmp_path):
     write_fake_run(root, "beauty", "DiffuRec", 0, (40, 20, 20), params=DIFFUREC_PARAMS)
     report.render(root, tmp_path / "reports", PROFILE, data_dir=tmp_path / "no-data")
     assert not (tmp_path / "reports" / PROFILE / "fidelity.md").exists()
+
+
+def test_verdict_judges_reproduction_only_at_the_papers_budget():
+    recipes = pd.DataFrame([
+        {"recipe": "clean", "metric": "NDCG@10", "mean_pct": 3.9, "ratio_to_paper": 0.82, "paper_pct": 4.75,
+         "n_seeds": 3, "users_ci_low_pct": 3.8, "users_ci_high_pct": 4.0},
+        {"recipe": "paper-es", "metric": "NDCG@10", "mean_pct": 4.7, "ratio_to_paper": 0.99, "paper_pct": 4.75,
+         "n_seeds": 1, "users_ci_low_pct": 4.5, "users_ci_high_pct": 4.9}])
+    assert "reproduces the authors' DiffuRec" in fidelity.verdict(recipes, "beauty", comparable=True)
+    reduced = fidelity.verdict(recipes, "beauty", comparable=False)
+    assert "reduced budget" in reduced and "reproduces" not in reduced
+    recipes.loc[1, ["mean_pct", "users_ci_low_pct", "users_ci_high_pct"]] = [4.0, 3.8, 4.2]
+    assert "does not reach the paper's number" in fidelity.verdict(recipes, "beauty", comparable=True)

@@ -30,6 +30,10 @@ def build_full_store(root):
         write_fake_run(root, "beauty", "DiffuRec-nodiff", seed, (45 + seed, 30, 30), base_model="DiffuRec",
                        variant={"name": "DiffuRec-nodiff", "params": {"lambda_scale": 0.0}},
                        params={**DIFFUREC_PARAMS, "lambda_scale": 0.0})
+    # the fidelity report: a run of the release's recipe and one single-cause run
+    for name, params in (("DiffuRec-paper-es", {"protocol": "paper"}), ("DiffuRec-bidir", {"causal": False})):
+        write_fake_run(root, "beauty", name, 0, (50, 30, 30), base_model="DiffuRec",
+                       variant={"name": name, "params": params}, params={**DIFFUREC_PARAMS, **params})
 
 
 @pytest.fixture(scope="module")
@@ -162,4 +166,4 @@ def test_fig5_puts_the_no_diffusion_control_first(ctx):
     """δ = 0 (DiffuRec-nodiff) is drawn as the first bar, before the paper's δ values."""
     from bench.report.figures.settings import fig5_delta
     drawn = [o for o in fig5_delta(ctx, "beauty") if isinstance(o, Drawn)]
-    assert drawn and drawn[0].what == "DiffuRec under 0.0, 0.001, 1.0"
+    assert drawn and drawn[0].what == "DiffuRec under lambda_scale = 0 (control: no diffusion), 0.001, 1.0"
