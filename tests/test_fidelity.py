@@ -87,3 +87,10 @@ def test_verdict_judges_reproduction_only_at_the_papers_budget():
     assert "reduced budget" in reduced and "reproduces" not in reduced
     recipes.loc[1, ["mean_pct", "users_ci_low_pct", "users_ci_high_pct"]] = [4.0, 3.8, 4.2]
     assert "does not reach the paper's number" in fidelity.verdict(recipes, "beauty", comparable=True)
+
+
+def test_values_of_runs_on_other_users_are_aligned_by_user_id():
+    users = np.array([3, 1, 2])
+    mat = np.array([[30.0, 10.0, 20.0]])
+    out = fidelity._on(np.array([1, 2, 3, 4]), users, mat)
+    assert out[0, :3].tolist() == [10.0, 20.0, 30.0] and np.isnan(out[0, 3])
