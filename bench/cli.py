@@ -124,7 +124,7 @@ def cmd_report(args) -> int:
     t0 = time.perf_counter()
     expected = [(e.dataset, e.model, e.seed) for e in expected_entries(profile)]
     paths = render(args.results_dir, args.reports_dir, profile["name"], data_dir=args.data_dir, expected=expected,
-                   controls=profile.get("controls"))
+                   controls=profile.get("controls"), fidelity=profile.get("fidelity"))
     print(f"rendered {len(paths)} files into {Path(args.reports_dir) / profile['name']} "
           f"in {time.perf_counter() - t0:.1f} s")
     return 0

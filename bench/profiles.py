@@ -14,7 +14,7 @@ PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 DEFAULT_PROFILE = "full"
 REQUIRED = ("protocol", "datasets", "models", "seeds", "train")
 KNOWN = REQUIRED + ("description", "max_users", "max_train_prefixes", "stop_users", "max_seq_len",
-                    "model_overrides", "variants", "extra_evals", "determinism", "tuning", "controls", "priority", "cheap")
+                    "model_overrides", "variants", "extra_evals", "determinism", "tuning", "controls", "fidelity", "priority", "cheap")
 PRIORITY_KEYS = ("models", "datasets", "seeds")
 
 

@@ -5,8 +5,11 @@ import pytest
 
 from bench import report, store
 from bench.report import fidelity
+from bench.profiles import load_profile
 from bench.report.collect import collect
 from tests.test_report import DIFFUREC_PARAMS, PROFILE, write_fake_run
+
+CFG = load_profile("full")["fidelity"]  # the recipes and causes the real campaign declares
 
 
 def _variant(root, model, base, seed, counts, params):
@@ -29,9 +32,8 @@ def store_root(tmp_path_factory):
 
 
 def test_paired_difference_matches_the_hand_computed_mean_and_pairs_only_common_seeds():
-    users = np.arange(4)
-    a = {0: (users, np.tile([1.0, 0.0, 1.0, 1.0], (6, 1))), 1: (users, np.tile([0.0, 0.0, 1.0, 1.0], (6, 1)))}
-    b = {0: (users, np.tile([0.0, 0.0, 1.0, 0.0], (6, 1)))}
+    a = {0: np.tile([1.0, 0.0, 1.0, 1.0], (6, 1)), 1: np.tile([0.0, 0.0, 1.0, 1.0], (6, 1))}
+    b = {0: np.tile([0.0, 0.0, 1.0, 0.0], (6, 1))}
     d = fidelity.paired_difference(a, b, "NDCG@10")
     assert d["seeds"] == [0] and d["n_users"] == 4
     assert d["diff"] == pytest.approx(0.5)  # seed 1 of a has no partner and is left out
@@ -40,25 +42,25 @@ def test_paired_difference_matches_the_hand_computed_mean_and_pairs_only_common_
 
 
 def test_frames_follow_the_records(store_root):
-    col = collect(store_root, PROFILE)
-    values = {m: fidelity.seed_values(col, "beauty", m) for m in fidelity._models_needed()}
-    recipes = fidelity.recipe_frame(col, "beauty", values)
+    col = collect(store_root, PROFILE, fidelity.fidelity_models(CFG))
+    values = {m: fidelity.seed_values(col, "beauty", m) for m in fidelity.fidelity_models(CFG)}
+    recipes = fidelity.recipe_frame(CFG, "beauty", values)
     assert set(recipes["recipe"]) == {"clean", "paper-es"}  # no DiffuRec-paper record: not shown
     clean = recipes[(recipes["recipe"] == "clean") & (recipes["metric"] == "HR@5")].iloc[0]
     assert clean["n_seeds"] == 3 and clean["mean_pct"] == pytest.approx(100 * np.mean([40, 42, 39]) / 200)
     assert clean["paper_pct"] == pytest.approx(5.5758) and np.isfinite(clean["sd_pct"])
-    causes = fidelity.cause_frame(col, "beauty", values).set_index(["model", "metric"])
+    causes = fidelity.cause_frame(CFG, "beauty", values).set_index(["model", "metric"])
     # padattn has 20 fewer rank-0 users than clean seed 0 (40): HR@10 drops 20/200 = 10 points
     assert causes.loc[("DiffuRec-padattn", "HR@10"), "diff_pct"] == pytest.approx(-10.0)
     assert causes.loc[("DiffuRec-padattn", "HR@10"), "seeds"] == "0"
     assert causes.loc[("DiffuRec-embinit", "HR@10"), "diff_pct"] == pytest.approx(0.0)
-    versus = fidelity.versus_sasrec_frame(col, "beauty", values).set_index(["recipe", "metric"])
+    versus = fidelity.versus_sasrec_frame(CFG, "beauty", values).set_index(["recipe", "metric"])
     assert versus.loc[("paper-es", "HR@10"), "diff_pct"] == pytest.approx(100 * (80 - 65) / 200)
     assert versus.loc[("clean", "HR@10"), "seeds"] == "0,1,2"
 
 
 def test_render_writes_fidelity_with_a_generated_verdict_and_curves(store_root, tmp_path):
-    paths = report.render(store_root, tmp_path, PROFILE, data_dir=tmp_path / "no-data")
+    paths = report.render(store_root, tmp_path, PROFILE, data_dir=tmp_path / "no-data", fidelity=CFG)
     md = (tmp_path / PROFILE / "fidelity.md").read_text()
     assert md.startswith("# Fidelity")
     assert "**Beauty, NDCG@10:** clean DiffuRec" in md and "`paper-es`" in md
@@ -72,8 +74,21 @@ def test_render_writes_fidelity_with_a_generated_verdict_and_curves(store_root, 
 def test_no_fidelity_report_without_a_release_or_cause_run(tmp_path):
     root = tmp_path / "results"
     write_fake_run(root, "beauty", "DiffuRec", 0, (40, 20, 20), params=DIFFUREC_PARAMS)
-    report.render(root, tmp_path / "reports", PROFILE, data_dir=tmp_path / "no-data")
+    report.render(root, tmp_path / "reports", PROFILE, data_dir=tmp_path / "no-data", fidelity=CFG)
     assert not (tmp_path / "reports" / PROFILE / "fidelity.md").exists()
+
+
+def test_the_profile_not_the_report_names_the_recipes(store_root, tmp_path):
+    """Runs are recipes because the profile's ``fidelity:`` says so: without it no report; with other
+    names, those runs."""
+    report.render(store_root, tmp_path / "none", PROFILE, data_dir=tmp_path / "no-data")
+    assert not (tmp_path / "none" / PROFILE / "fidelity.md").exists()
+    cfg = {"recipes": {"suite": {"diffurec": "DiffuRec", "sasrec": "SASRec", "text": "ours"},
+                       "release": {"diffurec": "DiffuRec-padattn", "sasrec": "SASRec-paper", "text": "theirs"}}}
+    report.render(store_root, tmp_path / "other", PROFILE, data_dir=tmp_path / "no-data", fidelity=cfg)
+    md = (tmp_path / "other" / PROFILE / "fidelity.md").read_text()
+    assert "suite DiffuRec" in md and "`release`: theirs" in md and "DiffuRec-paper-es" not in md
+    assert "No single-cause run" in md
 
 
 def test_verdict_judges_reproduction_only_at_the_papers_budget():
@@ -87,10 +102,3 @@ def test_verdict_judges_reproduction_only_at_the_papers_budget():
     assert "reduced budget" in reduced and "reproduces" not in reduced
     recipes.loc[1, ["mean_pct", "users_ci_low_pct", "users_ci_high_pct"]] = [4.0, 3.8, 4.2]
     assert "does not reach the paper's number" in fidelity.verdict(recipes, "beauty", comparable=True)
-
-
-def test_values_of_runs_on_other_users_are_aligned_by_user_id():
-    users = np.array([3, 1, 2])
-    mat = np.array([[30.0, 10.0, 20.0]])
-    out = fidelity._on(np.array([1, 2, 3, 4]), users, mat)
-    assert out[0, :3].tolist() == [10.0, 20.0, 30.0] and np.isnan(out[0, 3])

@@ -445,7 +445,7 @@ def test_committed_quick_reports_re_render_byte_identical(tmp_path, repo_root):
     profile = load_profile("quick")
     report.render(repo_root / "results", out, "quick",
                   expected=[(e.dataset, e.model, e.seed) for e in expected_entries(profile)],
-                  controls=profile.get("controls"))
+                  controls=profile.get("controls"), fidelity=profile.get("fidelity"))
     for path in sorted(committed.glob("*.md")):
         assert (out / "quick" / path.name).read_bytes() == path.read_bytes(), f"reports/quick/{path.name} is stale"
     for path in sorted(committed.glob("*.csv")):

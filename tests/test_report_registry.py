@@ -12,7 +12,9 @@ from bench import store
 from bench.fmt import REPO_ROOT
 from bench.report import render
 from bench.report.collect import collect
+from bench.profiles import load_profile
 from bench.report.context import Context, Drawn, Missing, Table
+from bench.report.fidelity import fidelity_models
 from bench.report.registry import FIGURES, TABLES
 from bench.report.tables import table1
 from test_report import DIFFUREC_PARAMS, PROFILE, build_store, write_fake_run
@@ -46,8 +48,9 @@ def results(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ctx(results):
     controls = {"DiffuRec-nodiff": "no diffusion"}
-    return Context(collect(results, PROFILE, controls), data_dir=results.parent / "no-data",
-                   expected=[("beauty", "SASRec", 0), ("toys", "SASRec", 0)], controls=controls)
+    fidelity = load_profile("full")["fidelity"]
+    return Context(collect(results, PROFILE, [*controls, *fidelity_models(fidelity)]), data_dir=results.parent / "no-data",
+                   expected=[("beauty", "SASRec", 0), ("toys", "SASRec", 0)], controls=controls, fidelity=fidelity)
 
 
 @pytest.mark.parametrize("table_fn", TABLES, ids=lambda f: f.__name__)

@@ -8,6 +8,7 @@ import pandas as pd
 
 from bench.report.collect import collect
 from bench.report.context import Context, Drawn, Missing, Table
+from bench.report.fidelity import fidelity_models
 from bench.report.figures import style
 from bench.report.index import index_md
 from bench.report.readme import update_readme
@@ -55,18 +56,21 @@ def draw_figures(ctx: Context, folder: Path) -> tuple[list[Path], list[Drawn], l
 
 
 def render(results_dir, reports_dir, profile: str, data_dir=None,
-           expected: Sequence[tuple[str, str, int]] | None = None, controls: dict | None = None) -> list[Path]:
+           expected: Sequence[tuple[str, str, int]] | None = None, controls: dict | None = None,
+           fidelity: dict | None = None) -> list[Path]:
     """Write every table, figure and ``index.md`` of ``profile``; returns the written paths.
 
     expected: (dataset, model, seed) triples the profile should hold; those without any
     record are listed as missing in ``index.md``.  ``data_dir`` is passed to Table 1.
     controls: the profile's ``controls:`` (model -> what it isolates) for the controls table.
+    fidelity: the profile's ``fidelity:`` (recipes and single causes) for ``fidelity.md``.
     """
     out = Path(reports_dir) / profile
     out.mkdir(parents=True, exist_ok=True)
     # a tuned control's seeds that validation's chosen setting already ran are that setting's runs
     lend = (lambda ok: stand_in_runs(ok, controls)) if controls else None
-    ctx = Context(collect(results_dir, profile, controls or {}, lend), data_dir, expected, controls)
+    paired = [*(controls or {}), *fidelity_models(fidelity)]  # models whose per-user values are read
+    ctx = Context(collect(results_dir, profile, paired, lend), data_dir, expected, controls, fidelity)
     written: list[Path] = []
     links: dict[str, list[Path]] = {}
     for table_fn in TABLES:

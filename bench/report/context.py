@@ -41,13 +41,15 @@ class Context:
     data_dir:  the data folder given on the command line (Table 1 reads the data)
     expected:  (dataset, model, seed) triples of the profile's grid, or None
     controls:  {control model: what it isolates} of the profile (``bench.report.controls``)
+    fidelity:  the profile's ``fidelity:`` recipes and single causes (``bench.report.fidelity``)
     notes:     warnings a table function adds for ``index.md`` ("Table 3 not written: …")
     """
 
     def __init__(self, col: Collected, data_dir=None, expected: Sequence[tuple[str, str, int]] | None = None,
-                 controls: dict | None = None):
+                 controls: dict | None = None, fidelity: dict | None = None):
         self.col, self.data_dir, self.expected = col, data_dir, expected
         self.controls = dict(controls or {})  # the profile's controls: name -> what it isolates
+        self.fidelity = dict(fidelity or {})  # the profile's fidelity report: recipes, causes
         self.notes: list[str] = []
 
     @cached_property

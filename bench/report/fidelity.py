@@ -17,65 +17,53 @@ both runs have: they condition on the trained models (one seed each for a single
 run), so they say how sure we are about *these* models on these users, not about a
 retrained one; the seed-to-seed SD of clean DiffuRec is printed beside them for scale.
 The run of a recipe still in training is not in the records and is not shown.
+
+Which runs are which is the profile's, not this module's: its ``fidelity:`` names the recipes
+(``recipes``: name -> the DiffuRec and SASRec models trained under it and a line on what it is;
+the first is the suite's own, the reference) and the single-cause models (``causes``: model ->
+the one release difference it switches on).  A profile without ``fidelity:`` gets no report.
 """
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from bench import store
 from bench.fmt import dataset_title, md_table, num
-from bench.report.collect import METRICS, Collected, per_metric_ranks
+from bench.report.collect import METRICS, Collected
 from bench.report.context import Context, Drawn, Missing, Table
 from bench.report.figures.style import colors, new_fig
 from bench.report.gap import PAPER_TABLES, paper_table
 
 LEVEL = 0.95
 SHOWN = ("HR@10", "NDCG@10", "NDCG@5", "NDCG@20")
-# recipe -> (DiffuRec model, SASRec model it meets on the same terms)
-RECIPES = {
-    "clean": ("DiffuRec", "SASRec"),
-    "paper-es": ("DiffuRec-paper-es", "SASRec-paper"),
-    "paper": ("DiffuRec-paper", "SASRec-paper"),
-}
-RECIPE_TEXT = {
-    "clean": "the suite's protocol: padded keys masked, exact GELU, 14 dropouts, Xavier init, NDCG@10 checkpoint",
-    "paper-es": "the release's model, any-metric checkpoint and cadence, stopped early",
-    "paper": "the release end to end (its schedule: 500 epochs, StepLR(100, 0.1), validation every 20 epochs)",
-}
-# single-cause runs: one release difference on top of clean DiffuRec (bench/profiles/full.yaml)
-CAUSES = {
-    "DiffuRec-embinit": "item embeddings drawn from N(0, 1), as the release",
-    "DiffuRec-dropout22": "the release's 22 dropouts per forward pass (suite: 14)",
-    "DiffuRec-padattn": "left padding to 50 with padded query rows masked: real positions attend to padding",
-    "DiffuRec-bidir": "bidirectional attention without position embeddings",
-}
-CLEAN = RECIPES["clean"][0]
 # profiles trained at the paper's budget, whose numbers may be held against the paper's
 COMPARABLE_PROFILES = ("full", "paper")
 
 
-# =========================================================================== per-seed per-user values
-def seed_values(col: Collected, dataset: str, model: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """{seed: (users (n,), per-user values (len(METRICS), n))} of one model's ok runs.
+# =========================================================================== the profile's ``fidelity:``
+def recipes_of(cfg: dict) -> dict[str, tuple[str, str]]:
+    """{recipe: (DiffuRec model, the SASRec model it meets on the same terms)}, in the profile's order;
+    the first recipe is the reference (the suite's clean protocol) every other is held against."""
+    return {name: (r["diffurec"], r["sasrec"]) for name, r in (cfg.get("recipes") or {}).items()}
 
-    Read here rather than in ``collect`` because only this report pairs single seeds;
-    each ``ranks.npz`` is read once per render.
-    """
-    out = {}
-    rows = col.runs[(col.runs["dataset"] == dataset) & (col.runs["model"] == model)] if len(col.runs) else []
-    for _, r in (rows.iterrows() if len(rows) else []):
-        try:
-            ranks = store.read_ranks(Path(r["dir"]))
-        except (OSError, ValueError, KeyError) as err:
-            col.problems.append(f"{dataset}/{model}/seed-{r['seed']}: no readable ranks.npz ({err})")
-            continue
-        mat = np.stack([store.per_user_metric(per_metric_ranks(ranks, m), m) for m in METRICS])
-        out[int(r["seed"])] = (np.asarray(ranks["users"]), mat)
-    return out
+
+def reference_of(cfg: dict) -> str | None:
+    """The reference recipe's name (the first), or None for a profile without recipes."""
+    return next(iter(cfg.get("recipes") or {}), None)
+
+
+def fidelity_models(cfg: dict | None) -> list[str]:
+    """Every model the fidelity report pairs user by user: recipes' DiffuRec and SASRec, single causes."""
+    cfg = cfg or {}
+    return sorted({m for pair in recipes_of(cfg).values() for m in pair} | set(cfg.get("causes") or {}))
+
+
+# =========================================================================== per-seed per-user values
+def seed_values(col: Collected, dataset: str, model: str) -> dict[int, np.ndarray]:
+    """{seed: (len(METRICS), n_users) per-user values} of one model's ok runs, on the dataset's users
+    (``Collected.per_seed``, read by ``collect`` for the models the profile's ``fidelity:`` names)."""
+    return dict(col.per_seed.get((dataset, model), {}))
 
 
 def paired_difference(a: dict, b: dict, metric: str) -> dict:
@@ -90,9 +78,8 @@ def paired_difference(a: dict, b: dict, metric: str) -> dict:
     if not seeds:
         return out
     i = METRICS.index(metric)
-    users = a[seeds[0]][0]
-    xa = np.mean([_on(users, *a[s])[i] for s in seeds], axis=0)
-    xb = np.mean([_on(users, *b[s])[i] for s in seeds], axis=0)
+    xa = np.mean([a[s][i] for s in seeds], axis=0)
+    xb = np.mean([b[s][i] for s in seeds], axis=0)
     keep = np.isfinite(xa) & np.isfinite(xb)
     d = xa[keep] - xb[keep]
     out.update(n_users=int(keep.sum()), diff=float(d.mean()))
@@ -100,19 +87,6 @@ def paired_difference(a: dict, b: dict, metric: str) -> dict:
         res = sps.ttest_1samp(d, 0.0)
         ci = res.confidence_interval(confidence_level=LEVEL)
         out.update(ci_low=float(ci.low), ci_high=float(ci.high), p=float(res.pvalue))
-    return out
-
-
-def _on(users: np.ndarray, run_users: np.ndarray, mat: np.ndarray) -> np.ndarray:
-    """``mat``'s columns placed on ``users`` (NaN for users the run did not rank); vectorised, as
-    ``collect._align``, since a dataset has tens of thousands of users."""
-    if len(run_users) == len(users) and np.array_equal(run_users, users):
-        return mat
-    order = np.argsort(run_users)
-    pos = np.clip(np.searchsorted(run_users, users, sorter=order), 0, len(run_users) - 1)
-    hit = run_users[order[pos]] == users
-    out = np.full((mat.shape[0], len(users)), np.nan)
-    out[:, hit] = mat[:, order[pos[hit]]]
     return out
 
 
@@ -139,18 +113,18 @@ def references(dataset: str) -> dict:
     return out
 
 
-def recipe_frame(col: Collected, dataset: str, values: dict) -> pd.DataFrame:
+def recipe_frame(cfg: dict, dataset: str, values: dict) -> pd.DataFrame:
     """One row per (recipe, metric) with a DiffuRec run: mean over seeds, sample SD, n, ratio to the paper."""
     ref = references(dataset)
     rows = []
-    for recipe, (model, _) in RECIPES.items():
+    for recipe, (model, _) in recipes_of(cfg).items():
         runs = values.get(model) or {}
         if not runs:
             continue
         for metric in METRICS:
             i = METRICS.index(metric)
-            per_seed = np.array([np.nanmean(m[i]) for _, m in runs.values()])
-            pooled = np.concatenate([m[i] for _, m in runs.values()])
+            per_seed = np.array([np.nanmean(m[i]) for m in runs.values()])
+            pooled = np.concatenate([m[i] for m in runs.values()])
             if len(runs) == 1:  # one trained model: how sure we are about it on these users
                 _, lo, hi = mean_interval(pooled)
             else:  # several: the t-interval over seeds of the mean
@@ -167,19 +141,19 @@ def recipe_frame(col: Collected, dataset: str, values: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def cause_frame(col: Collected, dataset: str, values: dict) -> pd.DataFrame:
+def cause_frame(cfg: dict, dataset: str, values: dict) -> pd.DataFrame:
     """Each single-cause run against clean DiffuRec on their common seeds, per SHOWN metric."""
-    clean = values.get(CLEAN) or {}
+    clean = values.get(recipes_of(cfg)[reference_of(cfg)][0]) or {}
     paper = references(dataset)["paper"]
     rows = []
-    for model, what in CAUSES.items():
+    for model, what in (cfg.get("causes") or {}).items():
         runs = values.get(model) or {}
         if not runs or not clean:
             continue
         for metric in SHOWN:
             d = paired_difference(runs, clean, metric)
             i = METRICS.index(metric)
-            clean_mean = 100 * np.mean([np.nanmean(clean[s][1][i]) for s in d["seeds"]]) if d["seeds"] else np.nan
+            clean_mean = 100 * np.mean([np.nanmean(clean[s][i]) for s in d["seeds"]]) if d["seeds"] else np.nan
             gap = paper.get(metric, np.nan) - clean_mean
             rows.append({"dataset": dataset, "model": model, "what": what, "metric": metric,
                          "seeds": ",".join(map(str, d["seeds"])), "n_users": d["n_users"],
@@ -189,10 +163,10 @@ def cause_frame(col: Collected, dataset: str, values: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def versus_sasrec_frame(col: Collected, dataset: str, values: dict) -> pd.DataFrame:
+def versus_sasrec_frame(cfg: dict, dataset: str, values: dict) -> pd.DataFrame:
     """DiffuRec − SASRec under each recipe, paired over users on the common seeds."""
     rows = []
-    for recipe, (diffurec, sasrec) in RECIPES.items():
+    for recipe, (diffurec, sasrec) in recipes_of(cfg).items():
         a, b = values.get(diffurec) or {}, values.get(sasrec) or {}
         if not a or not b:
             continue
@@ -205,28 +179,26 @@ def versus_sasrec_frame(col: Collected, dataset: str, values: dict) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def _models_needed() -> list[str]:
-    return sorted({m for pair in RECIPES.values() for m in pair} | set(CAUSES))
-
-
 # =========================================================================== text
 def _pm(lo: float, hi: float) -> str:
     return f"[{lo:+.3f}, {hi:+.3f}]" if np.isfinite(lo) and np.isfinite(hi) else "–"
 
 
-def verdict(recipes: pd.DataFrame, dataset: str, comparable: bool = True) -> str:
+def verdict(recipes: pd.DataFrame, dataset: str, comparable: bool = True, reference: str = "clean") -> str:
     """Plain-words answer for one dataset: which recipe comes nearest the paper's NDCG@10, and how near.
 
-    comparable: the profile trains at the paper's budget (``full``, ``paper``); a reduced profile
+    recipes: ``recipe_frame``'s rows; ``reference`` is the suite's own recipe, every other one a
+    recipe of the release.  comparable: the profile trains at the paper's budget (``full``, ``paper``); a reduced profile
     (``quick``) reports the numbers but draws no conclusion about reproducing the paper.
     """
     nd = recipes[recipes["metric"] == "NDCG@10"].set_index("recipe")
-    if "clean" not in nd.index:
-        return f"{dataset_title(dataset)}: no clean DiffuRec run yet."
+    if reference not in nd.index:
+        return f"{dataset_title(dataset)}: no {reference} DiffuRec run yet."
     paper = nd["paper_pct"].iloc[0]
-    parts = [f"clean DiffuRec {nd.loc['clean', 'mean_pct']:.3f} % ({nd.loc['clean', 'ratio_to_paper']:.2f}× the "
-             f"paper's {paper:.2f} %, {int(nd.loc['clean', 'n_seeds'])} seeds)"]
-    release = [r for r in ("paper-es", "paper") if r in nd.index]
+    ref = nd.loc[reference]
+    parts = [f"{reference} DiffuRec {ref['mean_pct']:.3f} % ({ref['ratio_to_paper']:.2f}× the "
+             f"paper's {paper:.2f} %, {int(ref['n_seeds'])} seeds)"]
+    release = [r for r in nd.index if r != reference]
     for r in release:
         row = nd.loc[r]
         inside = row["users_ci_low_pct"] <= paper <= row["users_ci_high_pct"]
@@ -280,7 +252,7 @@ def _versus_md(versus: pd.DataFrame) -> str:
     return md_table(["Recipe", "Comparison", "Metric", "Common seeds", "Δ points [95 % CI over users]"], rows)
 
 
-def render_md(parts: dict, sd_clean: dict, comparable: bool = True) -> str:
+def render_md(cfg: dict, parts: dict, sd_clean: dict, comparable: bool = True) -> str:
     text = ("# Fidelity: does the suite's DiffuRec reproduce the authors'?\n\n"
             "The headline (DiffuRec does not beat SASRec on equal terms) can be dismissed if the suite's DiffuRec is "
             "weaker than the authors'. The model itself was checked against the authors' release "
@@ -288,14 +260,14 @@ def render_md(parts: dict, sd_clean: dict, comparable: bool = True) -> str:
             "the reverse-process scores agree. What remains is how it is trained and selected; these runs switch "
             "the release's recipe on, whole and one difference at a time.\n\n")
     for dataset, p in parts.items():
-        text += verdict(p["recipes"], dataset, comparable) + "\n\n"
+        text += verdict(p["recipes"], dataset, comparable, reference_of(cfg)) + "\n\n"
     for dataset, p in parts.items():
         title = dataset_title(dataset)
         text += f"## {title}\n\n### DiffuRec under each recipe (test, %, mean ± sample SD over seeds; ratio to the paper)\n\n"
         text += _recipe_md(p["recipes"]) + "\n"
-        text += "".join(f"- `{r}`: {RECIPE_TEXT[r]}; this profile's runs: {p['schedules'].get(r, '')}\n"
-                        for r in p["recipes"]["recipe"].unique()) + "\n"
-        missing = [r for r, (m, _) in RECIPES.items() if r not in set(p["recipes"]["recipe"])]
+        text += "".join(f"- `{r}`: {cfg['recipes'][r].get('text', '')}; this profile's runs: "
+                        f"{p['schedules'].get(r, '')}\n" for r in p["recipes"]["recipe"].unique()) + "\n"
+        missing = [r for r in recipes_of(cfg) if r not in set(p["recipes"]["recipe"])]
         if missing:
             text += (f"Not finished yet: {', '.join(f'`{r}`' for r in missing)} (see reports/speed/campaign-full.md "
                      "for its place in the queue and its projected hours).\n\n")
@@ -311,21 +283,20 @@ def render_md(parts: dict, sd_clean: dict, comparable: bool = True) -> str:
             text += "No single-cause run has finished on this dataset yet.\n\n"
         if len(p["versus"]):
             text += ("### DiffuRec against SASRec under each recipe\n\n" + _versus_md(p["versus"]) +
-                     "\nΔ > 0: DiffuRec better. `paper-es` meets SASRec-paper (the release's schedule for SASRec), "
-                     "the nearest equal-terms run.\n\n")
+                     "\nΔ > 0: DiffuRec better. Each recipe's DiffuRec meets the SASRec trained under the same "
+                     "schedule and selection rule (the profile's `fidelity.recipes`).\n\n")
         if p["curves"]:
             text += (f"### Curves\n\n![validation and training curves](figures/fidelity_curves_{dataset}.png)\n\n")
     text += ("Reference values: the paper's Table 2 (bench/paper_tables/table2.csv); the public reruns of the release "
-             "as quoted in issue 25 (bench/paper_tables/reruns.csv; no primary source on file). The `paper` profile's "
-             "records (reports/paper, one H100) predate the release switches and use the NDCG@10 checkpoint: they "
-             "are not a run of the release's recipe.\n")
+             "as quoted in issue 25 (bench/paper_tables/reruns.csv; no primary source on file)."
+             + (f" {cfg['note'].strip()}" if cfg.get("note") else "") + "\n")
     return text
 
 
 # =========================================================================== curves
-def curve_frame(col: Collected, dataset: str) -> pd.DataFrame:
-    """(model, seed, epoch, train_loss, valid_ndcg10, chosen) of the recipes' and causes' runs."""
-    wanted = set(_models_needed()) - {"SASRec", "SASRec-paper"}
+def curve_frame(cfg: dict, col: Collected, dataset: str) -> pd.DataFrame:
+    """(model, seed, epoch, train_loss, valid_ndcg10, chosen) of the recipes' DiffuRec and the causes' runs."""
+    wanted = {d for d, _ in recipes_of(cfg).values()} | set(cfg.get("causes") or {})
     rows = []
     for r in col.ok_records:
         if r["dataset"] != dataset or r["model"] not in wanted:
@@ -339,10 +310,11 @@ def curve_frame(col: Collected, dataset: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def draw_curves(frame: pd.DataFrame, dataset: str):
-    """Left: validation NDCG@10 per epoch (the chosen checkpoint ringed); right: training loss."""
+def draw_curves(frame: pd.DataFrame, dataset: str, first: str = ""):
+    """Left: validation NDCG@10 per epoch (the chosen checkpoint ringed); right: training loss.
+    ``first``: the reference recipe's model, drawn first (its colour stays put as runs land)."""
     fig, axes = new_fig(2.4, 1, 2)
-    names = sorted(frame["model"].unique(), key=lambda m: (m != CLEAN, m))
+    names = sorted(frame["model"].unique(), key=lambda m: (m != first, m))
     palette = colors(names)
     for name in names:
         g = frame[(frame["model"] == name) & (frame["seed"] == frame[frame["model"] == name]["seed"].min())]
@@ -364,35 +336,44 @@ def draw_curves(frame: pd.DataFrame, dataset: str):
 
 def fidelity_curves(ctx: Context, dataset: str) -> list:
     """The fidelity report's figure: validation and training curves of each recipe and cause."""
-    frame = curve_frame(ctx.col, dataset)
+    if not ctx.fidelity.get("recipes"):
+        return []
+    frame = curve_frame(ctx.fidelity, ctx.col, dataset)
     if frame.empty or frame["model"].nunique() < 2:
         return [Missing(f"Fidelity curves ({dataset_title(dataset)}): fewer than two DiffuRec recipes with curves")]
+    first = recipes_of(ctx.fidelity)[reference_of(ctx.fidelity)][0]
     return [Drawn("fidelity", dataset, f"fidelity_curves_{dataset}",
-                  "validation and training curves of DiffuRec's recipes (fidelity.md)", draw_curves(frame, dataset))]
+                  "validation and training curves of DiffuRec's recipes (fidelity.md)",
+                  draw_curves(frame, dataset, first))]
 
 
 # =========================================================================== the table function
 def fidelity(ctx: Context) -> list[Table]:
-    """``fidelity.md``/``.csv``: written when some dataset has clean DiffuRec and a release-recipe or cause run."""
+    """``fidelity.md``/``.csv``, for a profile with ``fidelity:`` recipes: written when some dataset has
+    the reference recipe's DiffuRec and a run of another recipe or of a single cause."""
+    cfg = ctx.fidelity
+    if not cfg.get("recipes"):
+        return []
+    clean = recipes_of(cfg)[reference_of(cfg)]
+    needed = fidelity_models(cfg)
     parts, sd_clean = {}, {}
     for dataset in ctx.datasets:
         present = set(ctx.col.runs[ctx.col.runs["dataset"] == dataset]["model"]) if len(ctx.col.runs) else set()
-        others = (present & set(_models_needed())) - {CLEAN, "SASRec"}
-        if CLEAN not in present or not others:
+        if clean[0] not in present or not (present & set(needed)) - set(clean):
             continue
-        values = {m: seed_values(ctx.col, dataset, m) for m in _models_needed() if m in present}
-        recipes = recipe_frame(ctx.col, dataset, values)
+        values = {m: seed_values(ctx.col, dataset, m) for m in needed if m in present}
+        recipes = recipe_frame(cfg, dataset, values)
         schedules = {}
-        for recipe, (model, _) in RECIPES.items():
+        for recipe, (model, _) in recipes_of(cfg).items():
             rec = next((r for r in ctx.col.ok_records if r["dataset"] == dataset and r["model"] == model), None)
             if rec:
                 q = rec.get("params") or {}
                 schedules[recipe] = (f"at most {q.get('epochs')} epochs, validation every {q.get('eval_step', 1)}, "
                                      f"patience {q.get('stopping_step')} validations")
-        parts[dataset] = {"schedules": schedules, "recipes": recipes, "causes": cause_frame(ctx.col, dataset, values),
-                          "versus": versus_sasrec_frame(ctx.col, dataset, values),
-                          "curves": not curve_frame(ctx.col, dataset).empty}
-        nd = recipes[(recipes["recipe"] == "clean") & (recipes["metric"] == "NDCG@10")]
+        parts[dataset] = {"schedules": schedules, "recipes": recipes, "causes": cause_frame(cfg, dataset, values),
+                          "versus": versus_sasrec_frame(cfg, dataset, values),
+                          "curves": not curve_frame(cfg, ctx.col, dataset).empty}
+        nd = recipes[(recipes["recipe"] == reference_of(cfg)) & (recipes["metric"] == "NDCG@10")]
         sd_clean[dataset] = float(nd["sd_pct"].iloc[0]) if len(nd) else None
     if not parts:
         return []
@@ -401,5 +382,5 @@ def fidelity(ctx: Context) -> list[Table]:
                     + [p["versus"].assign(part="versus_sasrec") for p in parts.values()], ignore_index=True)
     profiles = {r.get("profile") for r in ctx.col.ok_records}
     comparable = bool(profiles) and profiles <= set(COMPARABLE_PROFILES)
-    return [Table("Fidelity: DiffuRec as its authors train it", "fidelity", render_md(parts, sd_clean, comparable),
-                  csv)]
+    return [Table("Fidelity: DiffuRec as its authors train it", "fidelity",
+                  render_md(cfg, parts, sd_clean, comparable), csv)]
