@@ -41,6 +41,19 @@ def test_paired_difference_matches_the_hand_computed_mean_and_pairs_only_common_
     assert fidelity.paired_difference(a, {5: b[0]}, "NDCG@10")["n_seeds"] == 0
 
 
+def test_share_of_the_gap_closed_divides_points_by_points():
+    # clean hits 2 of 100 users (2 %), the cause run 4 of 100: +2 points of the paper's 7.9125 - 2 gap
+    n = len(fidelity.METRICS)
+    clean, cause = np.zeros((n, 100)), np.zeros((n, 100))
+    clean[:, :2], cause[:, :4] = 1.0, 1.0
+    cfg = {**CFG, "causes": {"DiffuRec-embinit": "init"}}
+    causes = fidelity.cause_frame(cfg, "beauty", {"DiffuRec": {0: clean}, "DiffuRec-embinit": {0: cause}})
+    row = causes.set_index("metric").loc["HR@10"]
+    paper = fidelity.references("beauty")["paper"]["HR@10"]
+    assert row["diff_pct"] == pytest.approx(2.0)
+    assert row["gap_closed"] == pytest.approx(100 * 2.0 / (paper - 2.0))  # about 34 %, not 0.34 %
+
+
 def test_frames_follow_the_records(store_root):
     col = collect(store_root, PROFILE, fidelity.fidelity_models(CFG))
     values = {m: fidelity.seed_values(col, "beauty", m) for m in fidelity.fidelity_models(CFG)}

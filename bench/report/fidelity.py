@@ -159,7 +159,7 @@ def cause_frame(cfg: dict, dataset: str, values: dict) -> pd.DataFrame:
                          "seeds": ",".join(map(str, d["seeds"])), "n_users": d["n_users"],
                          "clean_pct": clean_mean, "diff_pct": 100 * d["diff"], "ci_low_pct": 100 * d["ci_low"],
                          "ci_high_pct": 100 * d["ci_high"], "p": d["p"],
-                         "gap_closed": 100 * d["diff"] / gap if np.isfinite(gap) and gap > 0 else np.nan})
+                         "gap_closed": 100 * (100 * d["diff"]) / gap if np.isfinite(gap) and gap > 0 else np.nan})  # both in points
     return pd.DataFrame(rows)
 
 
