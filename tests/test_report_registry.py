@@ -132,6 +132,21 @@ def test_diagnosis_tables_the_named_runs_beside_the_base_run(tmp_path, monkeypat
     assert "Not in this profile's grid for Beauty: `GRU4Rec-never-run`." in section
 
 
+def test_diagnosis_all_text_only_on_the_datasets_it_covers(tmp_path, monkeypatch):
+    """An `all` text written from other datasets' runs is not shown where it could state the wrong direction."""
+    from bench.report import diagnosis
+
+    root = tmp_path / "results"
+    build_full_store(root)
+    notes = tmp_path / "diagnosis.yaml"
+    monkeypatch.setattr(diagnosis, "NOTES_FILE", notes)
+    for covers, shown in (("[toys]", False), ("[beauty, toys]", True)):
+        notes.write_text(f"all_covers: {covers}\nGRU4Rec:\n  runs: []\n  all: the loss.\n")
+        [table] = diagnosis.diagnosis(Context(collect(root, PROFILE), data_dir=tmp_path / "no-data"))
+        section = table.md.split("## GRU4Rec on Beauty")[1].split("\n## ")[0]
+        assert ("the loss." in section) is shown and ("*Not yet diagnosed.*" in section) is not shown
+
+
 def test_diagnosis_runs_table_gives_both_ratios_when_one_metric_is_inside_the_band(tmp_path, monkeypatch):
     """A model out of the band in one metric only still gets the paper ratio of both in its runs table."""
     from bench.report import diagnosis

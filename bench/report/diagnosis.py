@@ -71,7 +71,9 @@ def _section(dataset: str, model: str, cells: pd.DataFrame, paper: dict, records
     lines += ["", f"Settings: {shown}.", ""]
     entry = notes.get(model) or {}
     lines += _test_runs(dataset, model, entry.get("runs") or [], paper, all_records, planned)
-    note = entry.get(dataset) or entry.get("all")
+    # an `all` text was written from the datasets in `all_covers`; elsewhere it could state the wrong direction
+    covers = notes.get("all_covers")  # absent: `all` covers every dataset
+    note = entry.get(dataset) or (entry.get("all") if covers is None or dataset in covers else None)
     lines += [note.strip() if note else "*Not yet diagnosed.*", ""]
     return lines
 
