@@ -179,7 +179,7 @@ def render_md(profile: str, rows: list[dict], selection: dict) -> str:
              + (f", the latest at {max(stamps)}" if stamps else "") + ".", "",
              f"**{counts['identical']} identical, {counts['equivalent']} equivalent, "
              f"{counts['different']} different.**",
-             "", f"Rule: {V.RULE_TEXT} (README, \"Auditing\").", "",
+             "", f"Rule: {V.RULE_TEXT} (docs/operations.md#bench-reproduce-identical-equivalent-or-different).", "",
              "Users moved: in any stored ranking. Largest |Δrank|, crossed @5/@10/@20: the test ranking. "
              "Δ: rerun − "
              "record in percentage points with the paired 95 % interval over users; ✗ beyond tolerance. "

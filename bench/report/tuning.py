@@ -175,7 +175,7 @@ def _tuning_md(frame: pd.DataFrame, records: list) -> str:
     return ("# Baseline tuning on the validation split\n\n"
             "Every setting a model was tuned over, on the validation split only: the settings its YAML lists "
             "under `tuning` (left open by its paper), varied one at a time around the default, or a grid "
-            "written out as `<model>-tune-<setting>` variants (SASRec in `full`, README \"Controls\"). Bold: "
+            "written out as `<model>-tune-<setting>` variants (SASRec in `full`, docs/protocols.md#controls). Bold: "
             "the best validation NDCG@10 of that model and dataset; test NDCG@10 is shown, never used. The "
             "lines below the table say which setting validation picks and whether `<model>-tuned` (that "
             "setting on more seeds) runs exactly it.\n\n"
