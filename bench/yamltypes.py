@@ -238,10 +238,29 @@ def check_params(params: dict, path, prefix: str = "", model_yaml=None) -> dict:
 
 
 def check_model_yaml(params: dict, path) -> dict:
-    """Check (in place) a model YAML's top-level values against its own typed comments."""
-    for keys, tree in declared(path).items():
-        if len(keys) == 1 and keys[0] in params:
-            _check_value(params, keys[0], tree, keys[0], path)
+    """Check (in place) a model YAML against its typed comments, at every depth (``protocol_overrides.paper.causal``,
+    ``tuning.embedding_dropout``); a nested key without its own comment is checked against the type of the
+    parameter of that name (``tuning`` values one by one), so a wrong-typed override fails at load, naming it."""
+    decl = declared(path)
+    for keys, tree in sorted(decl.items(), key=lambda kv: len(kv[0])):
+        node = params
+        for k in keys[:-1]:
+            node = node.get(k) if isinstance(node, dict) else None
+        if isinstance(node, dict) and keys[-1] in node:
+            _check_value(node, keys[-1], tree, ".".join(keys), path)
+    schema = param_schema(path)
+    for proto, over in (params.get("protocol_overrides") or {}).items():
+        if not isinstance(over, dict):
+            raise ConfigError(f"{path}: protocol_overrides.{proto}: expected a mapping of parameters, got {over!r}")
+        for key in list(over):
+            if key in schema and ("protocol_overrides", proto, key) not in decl:
+                _check_value(over, key, schema[key], f"protocol_overrides.{proto}.{key}", path)
+    for key, values in (params.get("tuning") or {}).items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{path}: tuning.{key}: expected a non-empty list of values to try, got {values!r}")
+        if key in schema:
+            for i in range(len(values)):
+                _check_value(values, i, schema[key], f"tuning.{key}[{i}]", path)
     return params
 
 

@@ -195,6 +195,40 @@ def test_float_written_as_1e_3_is_a_float_and_model_yaml_types_are_checked(tmp_p
         yamltypes.check_model_yaml(yaml.safe_load(model_yaml.read_text()), model_yaml)
 
 
+@pytest.mark.parametrize("name, old, new, culprit", [
+    ("diffurec", "    causal: false                # bool", "    causal: sometimes            # bool",
+     r"diffurec.yaml: protocol_overrides.paper.causal: expected bool, got 'sometimes'"),
+    ("diffurec", "    train_batch_size: 512        # int: their batch size", "    train_batch_size: 51.2",
+     r"diffurec.yaml: protocol_overrides.paper.train_batch_size: expected int, got 51.2"),
+    ("acvae", "  encoder_dropout: [0.2, 0.5]    # list[float]", "  encoder_dropout: [0.2, half]   # list[float]",
+     r"acvae.yaml: tuning.encoder_dropout: expected list\[float\]"),
+    ("acvae", "  encoder_dropout: [0.2, 0.5]    # list[float]", "  encoder_dropout: [0.2, half]",  # no comment: the parameter's type
+     r"acvae.yaml: tuning.encoder_dropout\[1\]: expected float, got 'half'"),
+    ("acvae", "  encoder_dropout: [0.2, 0.5]    # list[float]", "  encoder_dropout: 0.2",
+     r"acvae.yaml: tuning: expected dict\[\.\.\., list\]"),
+])
+def test_nested_model_yaml_values_are_checked_naming_the_key(tmp_path, name, old, new, culprit):
+    """protocol_overrides and tuning are checked at load like top-level keys: one line naming file and key."""
+    text = (REPO / "models" / f"{name}.yaml").read_text()
+    assert old in text
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text.replace(old, new))
+    with pytest.raises(ConfigError, match=culprit):
+        yamltypes.check_model_yaml(yaml.safe_load(path.read_text()), path)
+
+
+def test_an_override_without_its_own_comment_gets_the_parameters_type(tmp_path):
+    """A protocol override the YAML does not comment is checked against the parameter of that name."""
+    path = tmp_path / "diffurec.yaml"
+    path.write_text((REPO / "models" / "diffurec.yaml").read_text())
+    data = yaml.safe_load(path.read_text())
+    data["protocol_overrides"]["paper"]["hidden_size"] = "wide"
+    with pytest.raises(ConfigError, match=r"protocol_overrides.paper.hidden_size: expected int, got 'wide'"):
+        yamltypes.check_model_yaml(data, path)
+    data["protocol_overrides"]["paper"]["hidden_size"] = 64
+    assert yamltypes.check_model_yaml(data, path)["protocol_overrides"]["paper"]["hidden_size"] == 64
+
+
 def test_every_shipped_yaml_passes_its_typed_comments_unchanged():
     for path in sorted((REPO / "models").glob("*.yaml")):
         data = yaml.safe_load(path.read_text())
