@@ -233,7 +233,7 @@ def test_every_claim_gets_a_verdict_on_a_fake_store(tmp_path):
     assert "no runs on toys, steam" in by_id["T2-beats-all"]["reason"]
     assert "absent: Caser" in by_id["T2-beats-all"]["reason"]
     rows = by_id["T2-beats-all"]["evidence"]
-    assert len(rows) == 12 and all(0 <= r["welch_p_holm"] <= 1 for r in rows)
+    assert len(rows) == 12 and all(0 <= r["hb_p_holm"] <= 1 and r["family"] == "table2" for r in rows)
     assert {r["group"] for r in by_id["F8-head-and-tail"]["evidence"]} == {"head", "long-tail"}
     assert len({r["group"] for r in by_id["F9-every-length"]["evidence"]}) == 5
 

@@ -3,6 +3,8 @@
 A rule added to ``bench.audit.claims.RULES`` is picked up here without editing this file;
 it needs a claim in ``bench/claims.yaml`` that uses it, and a docstring naming that claim.
 """
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -152,3 +154,53 @@ def test_tuned_control_borrows_the_seeds_its_chosen_setting_already_ran(view):
     whole = RULES["beats_model"](view, rule, config())  # the same seeds under SASRec-tuned's own name
     assert res["verdict"] == whole["verdict"] == "does not hold"  # SASRec-tuned (k=28) is above DiffuRec (k=30)
     assert [row["other"] for row in res["evidence"]] == pytest.approx([row["other"] for row in whole["evidence"]])
+
+
+@pytest.fixture(scope="module")
+def report_ctx(view):
+    """The report's context of the synthetic store, as ``bench report`` builds it (controls declared)."""
+    from bench.report.collect import collect
+    from bench.report.context import Context
+    from bench.report.tuning import stand_in_runs
+
+    root = Path(view.records[0]["_dir"]).parents[3]
+    controls = {"DiffuRec-nodiff": "no diffusion", "SASRec-matched": "capacity", "SASRec-tuned": "tuning"}
+    return Context(collect(root, "synthetic", list(controls), lambda ok: stand_in_runs(ok, controls)),
+                   controls=controls)
+
+
+def _quoted(frame, d, metric, a, b):
+    row = frame[(frame["dataset"] == d) & (frame["metric"] == metric) & (frame["model_a"] == a)
+                & (frame["model_b"] == b)]
+    assert len(row) == 1, (d, metric, a, b)
+    return float(row["hb_p_holm"].iloc[0]), row["family"].iloc[0]
+
+
+def test_claims_quote_the_adjusted_p_of_the_significance_tables(view, report_ctx):
+    """T2 claims quote significance_table2's headline p (family table2), T3 claims significance_table3's
+    (table3), the control claims controls.md's (controls): the same adjusted p for the same comparison."""
+    from bench.report.controls import controls_frame
+    from bench.report.tables import table2, table3
+
+    sig2 = next(t.csv for t in table2(report_ctx) if t.stem == "significance_table2")
+    sig3 = next(t.csv for t in table3(report_ctx) if t.stem == "significance_table3")
+    ctrl = controls_frame(report_ctx)
+    with_controls = ResultsView(view.records, controls=report_ctx.controls)
+    by_id = {c["id"]: c for c in evaluate_claims(with_controls)}
+    checked = 0
+    for cid in ("T2-beats-all", "T2-significant"):
+        for r in by_id[cid]["evidence"]:
+            p, fam = _quoted(sig2, r["dataset"], r["metric"], "DiffuRec", r["best_baseline"])
+            assert (r["hb_p_holm"], r["family"]) == (p, fam) == (p, "table2")
+            checked += 1
+    for cid in ("T3-transformer-over-gru", "T3-inner-product-over-rstar"):
+        for r in by_id[cid]["evidence"]:
+            p, fam = _quoted(sig3, r["dataset"], r["metric"], r["variant"], "DiffuRec")
+            assert (r["hb_p_holm"], r["family"]) == (p, "table3")
+            checked += 1
+    for cid in ("C1-diffusion-adds-accuracy", "C2-beats-matched-sasrec"):
+        for r in by_id[cid]["evidence"]:
+            p, fam = _quoted(ctrl, r["dataset"], r["metric"], r["control"], "DiffuRec")
+            assert (r["hb_p_holm"], r["family"]) == (p, "controls")
+            checked += 1
+    assert checked >= 12 + 12 + 8

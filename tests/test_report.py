@@ -402,7 +402,7 @@ def test_index_opens_with_the_audits_verdict_and_flags_a_stale_audit(tmp_path):
     stamp = records_stamp(store.load_records(tmp_path / "results", PROFILE, status=None))
     claims = [{"id": "T2-beats-all", "verdict": "does not hold", "statement": "DiffuRec beats all.", "source": "Table 2",
                "evidence": [{"dataset": "beauty", "metric": "HR@10", "target": 0.07, "best_baseline": "SASRec",
-                             "baseline": 0.08, "improv_pct": -12.5, "welch_p_holm": 0.02, "paired_p_holm": 1e-9,
+                             "baseline": 0.08, "improv_pct": -12.5, "hb_p_holm": 0.02, "family": "table2", "p_a_beats_b": 0.1,
                              "n_seeds": "3/3"}]}]
     for audit_stamp, said in ((stamp, "rendered from the same record set"), ({**stamp, "ok": 1}, "The audit is stale")):
         (out / "audit.json").write_text(json.dumps({"records_stamp": audit_stamp, "claims": claims,

@@ -67,7 +67,7 @@ def audit(profile_name: str, results_dir, data_dir=None, run_determinism: bool =
     stamps = [str(r["created"]) for r in records if r.get("created")]
     result["newest_record"] = max(stamps) if stamps else None
     result["records_stamp"] = records_stamp(records)  # index.md states the same stamp: same records, or stale
-    view = ResultsView(records)
+    view = ResultsView(records, controls=profile.get("controls"))  # the control claims quote its family
     result["protocol_sensitivity"] = protocol_sensitivity(view)
     result["claims"] = evaluate_claims(view, claims_file)
     result["environment"] = environment_section([r for r in records if r.get("status") == "ok"])

@@ -174,8 +174,13 @@ def _claims(claims: list) -> list[str]:
         ev = evidence_md(c)
         if ev:
             lines += [ev]
-    return lines + ["Metric values in percent. p-values: Welch over seeds or paired t-test over users, Holm-adjusted "
-                    "over the cells of each claim (`*_holm`).", ""]
+    return lines + ["Metric values in percent. `hb_p_holm`: the headline test's p (two-level bootstrap over seeds and "
+                    "test users), Holm-adjusted in the one family named in `family` and quoted from the report that "
+                    "declares it (`table2`: significance_table2.md, `table3`: significance_table3.md, `controls`: "
+                    "controls.md), so a claim shows the same adjusted p as the report; `p_a_beats_b`: P(one new run "
+                    "of the target beats one of the other model). Other p-values (`welch_p_holm`: Welch over seeds "
+                    "or over users; `paired_p_holm`: paired t-test over users, for user groups, which no report "
+                    "tests) are Holm-adjusted over the cells of their claim.", ""]
 
 
 def _environment(env: dict) -> list[str]:

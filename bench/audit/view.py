@@ -16,12 +16,38 @@ METRICS = store.METRICS
 class ResultsView:
     """The ok records of a profile, with seed values and per-user matrices on demand."""
 
-    def __init__(self, records: list):
+    def __init__(self, records: list, controls: dict | None = None):
+        """records: a profile's records (only the ok ones are kept); controls: the profile's ``controls:``
+        (model -> what it isolates), whose Holm family ``controls`` the control claims quote."""
         self.records = [r for r in records if r.get("status") == "ok"]
+        self.controls = dict(controls or {})
+        self._reports = {}
         self.by_model = defaultdict(list)
         for r in self.records:
             self.by_model[(r["dataset"], r["model"])].append(r)
         self._per_user, self._info, self._per_seed = {}, {}, {}
+
+    @property
+    def report(self):
+        """The report's :class:`~bench.report.context.Context` of these records and the profile's controls:
+        its comparison frames (``vs_best``: Holm family ``table2``; ``vs_reference``: ``table3``;
+        ``bench.report.controls.controls_frame``: ``controls``) are what the claims quote, so a claim shows
+        the adjusted p of the significance table for the same comparison."""
+        return self.report_with(self.controls)
+
+    def report_with(self, controls: dict | None):
+        """:attr:`report` with the given controls (made once per set of controls)."""
+        from bench.report.collect import collect_records
+        from bench.report.context import Context
+        from bench.report.tuning import stand_in_runs
+
+        controls = dict(controls or {})
+        key = tuple(sorted(controls))
+        if key not in self._reports:
+            lend = (lambda ok: stand_in_runs(ok, controls)) if controls else None  # as bench.report.build.render
+            self._reports[key] = Context(collect_records(self.records, list(controls), lend, warn=False),
+                                         controls=controls)
+        return self._reports[key]
 
     @property
     def datasets(self) -> list[str]:

@@ -134,13 +134,26 @@ def collect(results_dir, profile: str, controls: Iterable[str] = (),
     that stand for runs not made under their own name (``tuning.stand_in_runs``): they are
     tabled like runs, but ``records`` (what the index and the audit count) holds only real ones.
     """
+    problems = []
+    records = store.load_records(results_dir, profile, status=None, problems=problems)
+    return collect_records(records, controls, lend, problems, _failed_reruns(results_dir, profile))
+
+
+def collect_records(records: list, controls: Iterable[str] = (), lend: Callable[[list], list] | None = None,
+                    problems: list | None = None, failed_reruns: list = (), warn: bool = True) -> Collected:
+    """:func:`collect` of records already loaded (``store.load_records``, in its order): what the audit
+    uses, so that its claims quote the comparisons the report shows (the same users in the same order).
+
+    problems: lines already found while loading (extended here); failed_reruns: ``_failed_reruns``;
+    warn: print each problem to stderr (the report does; the audit lists them itself).
+    """
     controls = list(controls)
     extra_models = [n for n in controls if extra_eval_of(n)]
-    problems = []
-    every = _whole_records(store.load_records(results_dir, profile, status=None, problems=problems), problems)
+    problems = [] if problems is None else problems
+    every = _whole_records(records, problems)
     ranks_of, left_out = _verify_ranks([r for r in every if r.get("status") == "ok"], problems)
     every = [r for r in every if r["_dir"] not in {x["_dir"] for x in left_out}]
-    for line in problems:  # visible where the report is made, not only inside index.md
+    for line in problems if warn else ():  # visible where the report is made, not only inside index.md
         print(f"bench report: warning: {line}", file=sys.stderr)
     ok = [r for r in every if r.get("status") == "ok"]
     failed = [r for r in every if r.get("status") != "ok"]
@@ -179,7 +192,7 @@ def collect(results_dir, profile: str, controls: Iterable[str] = (),
     for d in main:
         if TARGET in main[d]:
             ablation.setdefault(d, {})["DiffuRec"] = TARGET
-    col = Collected(every, failed, _failed_reruns(results_dir, profile), runs, values, {}, pd.DataFrame(), {},
+    col = Collected(every, failed, list(failed_reruns), runs, values, {}, pd.DataFrame(), {},
                     main, ablation, problems=problems, lent=lent, left_out=left_out)
     _read_ranks(col, ok, extra_models, [n for n in controls if not extra_eval_of(n)], ranks_of)
     return col

@@ -8,7 +8,7 @@ returns a list of :class:`~bench.report.context.Drawn` and
 """
 from __future__ import annotations
 
-from bench.report import controls, diagnosis, fidelity, gap, significance, summaries, tables, tuning
+from bench.report import controls, diagnosis, fidelity, gap, power, significance, summaries, tables, tuning
 from bench.report.figures import breakdown, efficiency, loss, reverse_steps, settings
 
 TABLES = (
@@ -22,6 +22,7 @@ TABLES = (
     gap.gap_to_paper,           # gap_to_paper
     diagnosis.diagnosis,        # diagnosis (models outside 0.8-1.25x the paper; notes in bench/diagnosis.yaml)
     significance.all_pairs,     # significance_pairs_<dataset>
+    power.power,                # power: detectable differences of Table 2's comparisons, 3 and 5 seeds (issue 26)
     summaries.breakdowns,       # breakdown_head_tail, breakdown_length
 )
 

@@ -82,6 +82,28 @@ def paired_p(view: ResultsView, dataset: str, a: str, b: str, metric: str, mask=
     return stats.paired(x, y)
 
 
+HEADLINE_COLUMNS = ["hb_p_holm", "family", "p_a_beats_b"]  # what a claim quotes of the report's headline test
+
+
+def headline(frame, dataset: str, metric: str, a: str, b: str) -> dict:
+    """The report's headline test of a against b in ``frame`` (``view.report.vs_best`` or ``.vs_reference``):
+    {hb_p_holm: its Holm-adjusted p in the frame's one family, family: that family's name,
+    p_a_beats_b: P(a new run of a beats one of b)}; NaN and '–' where the frame lacks the comparison.
+    A row stored as b − a is read the other way round (the p is symmetric, P(a > b) = 1 − P(b > a))."""
+    out = {"hb_p_holm": math.nan, "family": "–", "p_a_beats_b": math.nan}
+    if frame is None or not len(frame):
+        return out
+    for x, y, flip in ((a, b, False), (b, a, True)):
+        hit = frame[(frame["dataset"] == dataset) & (frame["metric"] == metric) & (frame["model_a"] == x)
+                    & (frame["model_b"] == y)]
+        if len(hit):
+            r = hit.iloc[0]
+            beats = float(r["p_a_beats_b"])
+            return {"hb_p_holm": float(r["hb_p_holm"]), "family": str(r["family"]),
+                    "p_a_beats_b": 1.0 - beats if flip and finite(beats) else beats}
+    return out
+
+
 def holm(rows: list, column: str) -> None:
     """Add ``<column>_holm`` to every row: Holm over the rows of one claim."""
     adj = stats.holm([r.get(column, math.nan) for r in rows])
