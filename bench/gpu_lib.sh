@@ -48,3 +48,13 @@ gpu_pool() {  # jobs text: at most POOL at once, in order; none started with und
 gpu_wait_all_but() {  # n: wait until only n background jobs (the packer) still run
   while [ "$(jobs -rp | wc -l)" -gt "$1" ]; do wait -n; done
 }
+
+gpu_start_packer() {  # command, seconds: run it every so often in the background; sets $packer
+  # The sleep is killed with the loop: left behind it would hold the caller's stdout open (a
+  # captured call would then wait for it to end).
+  ( trap 'kill $s 2>/dev/null; exit 0' TERM
+    while :; do sleep "$2" & s=$!; wait $s; $1 > /dev/null 2>&1; done ) &
+  packer=$!
+}
+
+gpu_stop_packer() { kill "$packer" 2>/dev/null; wait "$packer" 2>/dev/null; }

@@ -56,10 +56,10 @@ pack() {  # what has finished so far into $OUT, atomically: a call cut short sti
   fi
   tar -C "$work" -czf "$out/.logs.tgz" logs speed check cost 2>/dev/null; mv "$out/.logs.tgz" "$out/logs.tgz"
 }
-(while sleep 20; do pack; done) & packer=$!
+gpu_start_packer pack 20
 gpu_pool "${JOBS:-$default_jobs}"
 gpu_wait_all_but 1  # the packer
-kill $packer
+gpu_stop_packer
 cat "$work/logs/jobs.log" | tee -a "$out/summary.txt"
 
 "$py" -m bench.gpu_report --cpu "$work/smoke-cpu/smoke" --device-store "$work/smoke-dev/smoke" \

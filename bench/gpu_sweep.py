@@ -143,6 +143,13 @@ def pack(store_root, out_dir, first=(), last=(), limits=None) -> dict:
             "left_out": [i.name for i in left]}
 
 
+def describe_records(store_root) -> str:
+    """One line on the records of ``store_root``: how many, how many ok, and the devices they name."""
+    recs = [store.read_record(p.parent) for p in sorted(Path(store_root).glob("*/*/seed-*/record.json"))]
+    devices = sorted({str((r.get("env") or {}).get("device")) for r in recs})
+    return f"{len(recs)} records ({sum(r.get('status') == 'ok' for r in recs)} ok), trained on: {', '.join(devices) or '–'}"
+
+
 # =========================================================================== gate
 def gate(record_dir, device: str, out_dir, profile=None, data_dir=None) -> dict:
     """Rerun the CPU record ``record_dir`` on ``device`` and judge it by `bench reproduce`'s rule;
@@ -264,6 +271,7 @@ def _dispatch(args) -> int:
         res = pack(args.store, args.out, args.first, args.last)
         print(f"packed {len(res['packed'])} items into {len(res['parts'])} parts"
               + (f"; left out (no room): {' '.join(res['left_out'])}" if res["left_out"] else ""))
+        print(describe_records(args.store))
         return 0
     res = collect(args.src, args.results, args.reports, args.quarantine)
     gate_line = f"gate {res['gate'].get('verdict')} ({'passed' if res['gate'].get('passed') else 'not passed'})"

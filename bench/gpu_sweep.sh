@@ -41,7 +41,7 @@ pack() {  # the gate, finished records and logs into $OUT (each part replaced at
   "$py" -m bench.gpu_sweep pack --store "$results/$name" --out "$out" \
     --first "$gate_dir/gate.json" "$gate_dir/gate.md" --last "$work"/logs/*.log
 }
-(while sleep 30; do pack > /dev/null 2>&1; done) & packer=$!
+gpu_start_packer pack 30
 
 run_gate() {
   local t=$SECONDS
@@ -59,18 +59,10 @@ else
 fi
 gpu_pool "$JOBS"
 gpu_wait_all_but 1  # the packer
-kill $packer 2>/dev/null; wait $packer 2>/dev/null
+gpu_stop_packer
 
 cat "$work/logs/jobs.log" >> "$out/summary.txt"
 tail -1 "$work/logs/gate.log" 2>/dev/null | tee -a "$out/summary.txt"
 grep -h "^ok \|^FAILED" "$work"/logs/"$name"-*.log 2>/dev/null | tail -60 >> "$out/summary.txt"
-pack 2>&1 | tee -a "$out/summary.txt"
-"$py" - "$results/$name" <<'EOF' | tee -a "$out/summary.txt"
-import sys
-from pathlib import Path
-from bench import store
-recs = [store.read_record(p.parent) for p in sorted(Path(sys.argv[1]).glob("*/*/seed-*/record.json"))]
-devices = sorted({str((r.get("env") or {}).get("device")) for r in recs})
-print(f"{len(recs)} records ({sum(r.get('status') == 'ok' for r in recs)} ok), trained on: {', '.join(devices) or '–'}")
-EOF
+pack 2>&1 | tee -a "$out/summary.txt"  # and the devices the records name
 echo "sweep done at $((SECONDS - t0)) s" | tee -a "$out/summary.txt"
