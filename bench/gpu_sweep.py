@@ -161,7 +161,12 @@ def gate(record_dir, device: str, out_dir, profile=None, data_dir=None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_gate(out_dir, {"verdict": "unfinished", "passed": False, "record": str(record_dir), "device": device},
                f"# Equivalence gate\n\nunfinished: the rerun of {record_dir} on {device} was stopped (deadline).\n")
-    res = reproduce(record_dir, data_dir=data_dir, profile_name=profile, device=device)
+    try:
+        res = reproduce(record_dir, data_dir=data_dir, profile_name=profile, device=device)
+    except BenchError as err:  # the verdict file must not say "stopped at the deadline" for a bad input
+        write_gate(out_dir, {"verdict": "error", "passed": False, "record": str(record_dir), "device": device,
+                             "error": str(err)}, f"# Equivalence gate\n\nerror: {err}\n")
+        raise
     rerun_device = next((r["rerun"] for r in res.get("environment", []) if r["key"] == "device"), device)
     summary = {"verdict": res["verdict"], "passed": res["verdict"] in PASSING, "record": str(record_dir),
                "run": res["run"], "device": rerun_device, "seconds": res["seconds"],

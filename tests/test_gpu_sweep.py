@@ -162,3 +162,12 @@ def test_sweep_dry_run_on_cpu_packs_records_naming_the_device_and_the_gate(tmp_p
     assert record["env"]["device"] == "cpu" and (unpacked / "tiny/beauty/GRU4Rec/seed-0/ranks.npz").is_file()
     assert (unpacked / "logs/jobs.log").is_file()
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["full-results-0.tgz", "summary.txt"]
+
+
+def test_gate_without_its_record_is_one_line_and_a_failed_verdict(tmp_path, capsys):
+    assert gpu_sweep.main(["gate", "--record", str(tmp_path / "nowhere"), "--device", "cpu",
+                           "--out", str(tmp_path / "gate")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "nowhere" in err
+    assert gpu_sweep.read_gate(tmp_path / "gate") == {**gpu_sweep.read_gate(tmp_path / "gate"), "verdict": "error",
+                                                       "passed": False}
