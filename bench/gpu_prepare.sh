@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepare .cache/gpu (git-ignored) for bench/gpu_session.sh on a GPU machine without network:
+# Prepare .cache/gpu (git-ignored) for bench/gpu_session.sh and bench/gpu_sweep.sh on a GPU machine without network:
 # RecBole 1.2.1 and the pure-Python packages it imports that the GPU image lacks, as wheels,
 # and the released data files.  Carry .cache/gpu with the device run.
 set -euo pipefail

@@ -21,21 +21,9 @@
 # (tests/test_gpu_session.py).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-py="${PYTHON:-python3}"; dev="${GPU_CHECK_DEVICE:-cuda}"; out="${OUT:-/tmp/gpu-session-out}"
-deadline=$((SECONDS + ${DEADLINE:-470})); pool="${POOL:-12}"; min_left="${MIN_LEFT:-45}"  # s a job needs
-work="${GPU_WORK:-/tmp/bench-gpu}"; site=/tmp/bench-gpu-site
-mkdir -p "$out" "$work/logs"
-"$py" -c "import glob, zipfile; [zipfile.ZipFile(w).extractall('$site') for w in glob.glob('.cache/gpu/wheels/*.whl')]"
-export PYTHONPATH="$PWD:$site" PYTHONUNBUFFERED=1
-[ -d .cache/gpu/data ] && export BENCH_DATA_DIR="$PWD/.cache/gpu/data"
-export BENCH_CACHE_DIR="$work/cache" BENCH_STATE_DIR="$work/states"
-# The device copy carries .git at the commit the session started from, so records name that
-# commit and store the diff to the tree that ran (code.diff.gz), as for any uncommitted change.
-{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null
-  "$py" -c "import torch, recbole; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'recbole', recbole.__version__)"
-  nproc; } 2>&1 | tee "$out/summary.txt"
+source bench/gpu_lib.sh
+gpu_init 470 45  # DEADLINE, MIN_LEFT (s a job needs)
 
-t0=$SECONDS
 timeout 120 "$py" -m bench.cli speed --dataset beauty --models SASRec DiffuRec --profile paper --skip-recbole \
   --device "$dev" --reports-dir "$work/speed" ${GPU_SPEED_ARGS:-} > "$work/logs/speed.log" 2>&1
 echo "speed (alone on $dev): rc=$? $((SECONDS - t0)) s" | tee -a "$out/summary.txt"
@@ -61,12 +49,6 @@ if [ -z "${JOBS:-}" ]; then
   echo "$paper_jobs" | cut -d: -f1 | head -40 >> "$work/logs/jobs.log"
 fi
 
-run_job() {  # name, args...: one pool job, interrupted at the deadline
-  local name=$1 t=$SECONDS threads=1; shift
-  [ "$name" = smoke-cpu ] && threads=4
-  OMP_NUM_THREADS=$threads timeout -k 15 -s INT $((deadline - SECONDS)) "$py" -m bench.cli "$@" > "$work/logs/$name.log" 2>&1
-  echo "$name rc=$? $((SECONDS - t)) s, started at $((t - t0)) s" >> "$work/logs/jobs.log"
-}
 pack() {  # what has finished so far into $OUT, atomically: a call cut short still returns it
   # only finished runs: a run stopped at the deadline leaves its folder with just its lock (bench/resume.py)
   if [ -n "$(find "$work/results/paper" -name record.json 2>/dev/null | head -1)" ]; then
@@ -74,15 +56,10 @@ pack() {  # what has finished so far into $OUT, atomically: a call cut short sti
   fi
   tar -C "$work" -czf "$out/.logs.tgz" logs speed check cost 2>/dev/null; mv "$out/.logs.tgz" "$out/logs.tgz"
 }
-(while sleep 20; do pack; done) & packer=$!
-while read -r job; do  # (leading blanks dropped)
-  [ -z "$job" ] && continue
-  while [ "$(jobs -rp | wc -l)" -gt "$pool" ]; do wait -n; done  # (the packer is one of the jobs)
-  if [ $((deadline - SECONDS)) -lt "$min_left" ]; then echo "${job%%:*} not started (deadline)" >> "$work/logs/jobs.log"; continue; fi
-  run_job "${job%%:*}" ${job#*:} &
-done <<< "${JOBS:-$default_jobs}"
-while [ "$(jobs -rp | wc -l)" -gt 1 ]; do wait -n; done
-kill $packer
+gpu_start_packer pack 20
+gpu_pool "${JOBS:-$default_jobs}"
+gpu_wait_all_but 1  # the packer
+gpu_stop_packer
 cat "$work/logs/jobs.log" | tee -a "$out/summary.txt"
 
 "$py" -m bench.gpu_report --cpu "$work/smoke-cpu/smoke" --device-store "$work/smoke-dev/smoke" \

@@ -121,6 +121,35 @@ def not_converged(col: Collected) -> dict:
     return out
 
 
+def gpu_devices(col: Collected) -> dict:
+    """{(dataset, model): sorted names of the non-CPU devices its ok runs trained on} (record
+    ``env.device``); cells absent here were trained on the CPU alone."""
+    out = {}
+    for r in col.ok_records:
+        device = str((r.get("env") or {}).get("device") or "cpu")
+        if device != "cpu":
+            out.setdefault((r["dataset"], r["model"]), set()).add(device)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def gpu_mark(key, gpu: dict | None, kind: str) -> str:
+    """'‡' on a cell with at least one GPU-made run (``gpu``: :func:`gpu_devices`)."""
+    if not gpu or key not in gpu:
+        return ""
+    return "‡" if kind == "md" else r"$^{\ddagger}$"
+
+
+def gpu_legend_md(gpu: dict | None) -> str:
+    """The footnote naming the devices of the ‡ cells; empty when every run trained on the CPU."""
+    if not gpu:
+        return ""
+    devices = sorted({d for names in gpu.values() for d in names})
+    return (f"\n‡: at least one seed of the cell trained on {', '.join(devices)} (record `env.device`); GPU kernels "
+            "reduce in other orders than the CPU's, so such a cell is comparable with the others within `bench "
+            "reproduce`'s equivalence, not bit for bit. bench/gpu_collect.sh admits a GPU sweep's records only after "
+            "its equivalence gate passed (gpu-gate.md: a CPU record rerun on the device, judged by that rule).\n")
+
+
 def table2_cells(col: Collected, vs_best: pd.DataFrame) -> pd.DataFrame:
     """Long frame: one row per (dataset, metric, model) of Table 2 with formatting flags."""
     summary = stats.summarize(col.values)
@@ -184,7 +213,7 @@ def _partial_marks(r, want: int | None, kind: str) -> str:
     return out
 
 
-def _table2_grid(cells: pd.DataFrame, kind: str, want: dict | None = None) -> tuple[list, list]:
+def _table2_grid(cells: pd.DataFrame, kind: str, want: dict | None = None, gpu: dict | None = None) -> tuple[list, list]:
     models = []
     for m in cells["model"]:
         if m not in models:
@@ -201,7 +230,8 @@ def _table2_grid(cells: pd.DataFrame, kind: str, want: dict | None = None) -> tu
                     r = sel.loc[m]
                     partial = _partial_marks(r, (want or {}).get((dataset, m)), kind)
                     row.append(_styled(cell(r["mean_pct"] / 100, r["std_pct"] / 100), r, kind)
-                               + (partial if "n=" in partial else one_seed_mark(r, kind) + partial))
+                               + (partial if "n=" in partial else one_seed_mark(r, kind) + partial)
+                               + gpu_mark((dataset, m), gpu, kind))
                 else:
                     row.append("–")
             imp = sel["improv_pct"].dropna() if len(sel) else pd.Series(dtype=float)
@@ -238,10 +268,10 @@ def _coverage_md(cells: pd.DataFrame, want: dict) -> str:
             "record yet (its cells show –):\n\n" + "\n".join(lines) + "\n")
 
 
-def _table2_md(cells: pd.DataFrame, want: dict | None = None) -> str:
-    header, rows = _table2_grid(cells, "md", want)
+def _table2_md(cells: pd.DataFrame, want: dict | None = None, gpu: dict | None = None) -> str:
+    header, rows = _table2_grid(cells, "md", want, gpu)
     text = ("# Table 2: overall performance (%, mean ± sample std over seeds)\n\n" + TABLE2_FAMILY_MD + "\n\n"
-            + md_table(header, rows) + table2_legend_md())
+            + md_table(header, rows) + table2_legend_md() + gpu_legend_md(gpu))
     return text + _coverage_md(cells, want or {})
 
 
@@ -266,13 +296,16 @@ def table2_legend_md() -> str:
         "stopping (not shown to have converged).\n")
 
 
-def _table2_tex(cells: pd.DataFrame, want: dict | None = None) -> str:
-    header, rows = _table2_grid(cells, "tex", want)
+def _table2_tex(cells: pd.DataFrame, want: dict | None = None, gpu: dict | None = None) -> str:
+    header, rows = _table2_grid(cells, "tex", want, gpu)
     rows = [[tex(r[0]), tex(r[1]), *r[2:-1], tex(r[-1])] for r in rows]
     caption = (r"Overall performance (\%, mean $\pm$ sample std over seeds). Bold: best; underlined: second best; "
                r"$^{\blacktriangle}$/$^{\blacktriangledown}$: DiffuRec significantly better/worse than the best "
                r"baseline (two-level bootstrap over seeds and users, Holm--Bonferroni over the table, $p<0.05$); "
                r"$n=1$: one seed. Improv.: DiffuRec over the best baseline.")
+    if gpu:
+        caption += (r" $^{\ddagger}$: trained on " + tex(", ".join(sorted({d for v in gpu.values() for d in v})))
+                    + " (at least one seed), after the CPU-equivalence gate.")
     return tex_table(header, rows, caption, "tab:overall", blocks_of=len(METRICS))
 
 
@@ -282,8 +315,9 @@ def table2(ctx: Context) -> list[Table]:
     if not len(cells):
         ctx.notes.append("Table 2 not written: no ok runs of models without a variant")
         return []
-    want = expected_seeds(ctx.expected)
-    out = [Table("Table 2 (overall performance)", "table2", _table2_md(cells, want), cells, _table2_tex(cells, want))]
+    want, gpu = expected_seeds(ctx.expected), gpu_devices(ctx.col)
+    out = [Table("Table 2 (overall performance)", "table2", _table2_md(cells, want, gpu), cells,
+                 _table2_tex(cells, want, gpu))]
     if len(ctx.vs_best):
         out.append(Table("DiffuRec vs best baseline (Table 2 tests)", "significance_table2",
                          sig_md("DiffuRec vs the best baseline of each Table 2 row", ctx.vs_best,
