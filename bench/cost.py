@@ -197,8 +197,12 @@ def scheduled_hours(mine: dict, cell: dict, similar: list[dict], base_records: l
     epoch_s, valid_s = cell.get("epoch_s"), cell.get("valid_s")
     if similar:
         epoch_s = float(np.mean([r["timing"]["s_per_epoch"] for r in similar]))
-        src = f"s/epoch and best epoch of {', '.join(sorted({r['model'] for r in similar}))} here"
+        names = ', '.join(sorted({r['model'] for r in similar}))
         best = _best_epochs(similar)
+        src = f"s/epoch and best epoch of {names} here"
+        if best is None:  # still in training: its best epoch is not known yet
+            best = _best_epochs(base_records)
+            src = f"s/epoch of {names} here (in training), its base's best epoch here"
     else:
         best = _best_epochs(base_records)
         src = "its base's best epoch here" if best is not None else "epochs assumed"
@@ -226,8 +230,15 @@ def scheduled_hours(mine: dict, cell: dict, similar: list[dict], base_records: l
     return hours, f"{why}; {src}"
 
 
-def queue_rows(profile: dict, results_dir, rows: list[dict], data_dir=None) -> list[dict]:
+def queue_rows(profile: dict, results_dir, rows: list[dict], data_dir=None,
+               training: list[dict] = ()) -> list[dict]:
     """The runs without a record, in ``bench grid`` order, each with projected hours on the records' CPU.
+
+    ``training``: :func:`bench.progress.in_progress` rows, the runs with a saved state.  Such a run is
+    projected from its own epochs so far (its measured s/epoch, the hours left until its patience runs
+    out after its best validation so far), and lends that s/epoch to the variants that share its changes
+    (``DiffuRec-paper-es``'s ``attention_padding: release`` for ``DiffuRec-padattn``), as a record would:
+    an epoch of a run that pads to a fixed width costs what no clean record can tell.
 
     A base run costs what its model's records on that dataset took (their mean), else the cost
     model's run hours (``rows``). A variant costs its base model's hours there, times the ratio
@@ -241,6 +252,8 @@ def queue_rows(profile: dict, results_dir, rows: list[dict], data_dir=None) -> l
     from bench.grid import missing_entries
 
     records = store.load_records(results_dir, profile["name"])
+    own = {(t["dataset"], t["model"], t["seed"]): t for t in training}
+    timed = [r for r in (_as_timing_record(t, profile) for t in training if np.isfinite(t["s_per_epoch"])) if r]
     measured = {}
     for r in records:
         measured.setdefault((r["dataset"], r["model"]), []).append(record_hours(r))
@@ -270,13 +283,35 @@ def queue_rows(profile: dict, results_dir, rows: list[dict], data_dir=None) -> l
     out, total = [], 0.0
     for e in missing_entries(profile, results_dir, data_dir):
         hours, basis = base_hours(e.dataset, e.base_model)
-        if e.model != e.base_model:
-            hours, basis = _variant_hours(e, profile, records, mean, cells.get((e.dataset, e.base_model), {}), hours,
-                                          lengths)
+        if (e.dataset, e.model, e.seed) in own:
+            hours, basis = _own_hours(own[(e.dataset, e.model, e.seed)])
+        elif e.model != e.base_model:
+            hours, basis = _variant_hours(e, profile, records + timed, mean, cells.get((e.dataset, e.base_model), {}),
+                                          hours, lengths)
         total += hours or 0.0
         out.append({"model": e.model, "dataset": e.dataset, "seed": e.seed, "hours": hours,
                     "cumulative": total, "basis": basis if hours is not None else "no timing"})
     return out
+
+
+def _as_timing_record(t: dict, profile: dict) -> dict | None:
+    """A run in training as :func:`similar_records` reads a record: its params and its s/epoch so far
+    (no checkpoint: its best epoch is not known yet).  None if the profile no longer has that run."""
+    from bench.profiles import grid
+
+    e = next((x for x in grid(profile) if (x.dataset, x.model, x.seed) == (t["dataset"], t["model"], t["seed"])), None)
+    if e is None:
+        return None
+    mine, _ = resolve(e, profile)
+    return {"dataset": e.dataset, "model": e.model, "base_model": e.base_model, "params": mine,
+            "timing": {"s_per_epoch": t["s_per_epoch"]}}
+
+
+def _own_hours(t: dict) -> tuple[float, str]:
+    """(hours left, basis) of a run in training: the patience runs out after its best validation so far."""
+    return t["hours_left_least"], (f"in training: {t['epochs_done']} epochs done at {t['s_per_epoch']:.0f} s/epoch "
+                                   f"(its saved state, `bench progress`); hours left until the patience runs out, "
+                                   f"at most {t['hours_left_most']:.1f} (the epoch cap)")
 
 
 def _variant_hours(e: Entry, profile: dict, records: list[dict], mean: dict, cell: dict,
@@ -341,7 +376,8 @@ def render_queue(queue: list[dict], profile: str, finished: list[dict] | None = 
         f"{len(queue)} runs without a record, in the order `bench grid --profile {profile}` runs them (the "
         "profile's `priority:`, then grid order), datasets with data only. Hours are one process on the CPU "
         "that made the records, projected from them (`bench/cost.py`, `queue_rows`); two one-thread lanes on "
-        "two cores halve the wall time. A run in flight counts in full.", "",
+        "two cores halve the wall time. A run in training (it has a saved state) counts its hours left, from its own "
+        "epochs so far.", "",
         md_table(["#", "run", "dataset", "seed", "h", "cumulative h", "basis"], body), "",
         f"Total left: {known:.0f} process-hours (runs with a projection)"
         + (f"; with the {finished[-1]['hours']:.0f} run so far, {known + finished[-1]['hours']:.0f} for the "
@@ -415,7 +451,9 @@ def write_cost_report(profile_name: str, results_dir, reports_dir, dataset: str,
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"convergence-{dataset}.md"
     path.write_text(text + "\n")
-    queue = queue_rows(profile, results_dir, rows, data_dir)
+    from bench.progress import in_progress
+
+    queue = queue_rows(profile, results_dir, rows, data_dir, in_progress(profile_name, results_dir, data_dir))
     finished = finished_rows(results_dir, profile["name"])
     (folder / f"campaign-{profile['name']}.md").write_text(render_queue(queue, profile["name"], finished))
     return path

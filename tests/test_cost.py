@@ -152,6 +152,47 @@ def test_a_variant_that_changes_the_schedule_is_projected_from_its_own_schedule(
     assert "of SASRec-longer here" in q["SASRec-long"]["basis"]
 
 
+@needs_data
+def test_a_run_in_training_is_projected_from_its_own_epochs_and_lends_its_s_per_epoch(tmp_path):
+    """A run with a saved state counts its hours left (not a whole run); a variant sharing its change
+    borrows its measured s/epoch, as DiffuRec-padattn does DiffuRec-paper-es's (both pad to 50)."""
+    import yaml
+
+    from bench import store
+    from bench.cost import queue_rows, run_hours
+    from bench.profiles import Entry, grid, load_profile
+    from bench.runner import resolve
+
+    spec = {"description": "t", "protocol": "clean", "datasets": ["beauty"], "models": ["SASRec"],
+            "seeds": [0], "train": {"epochs": 200, "eval_step": 1, "stopping_step": 10}, "stop_users": 8000,
+            "variants": [{"name": "SASRec-es", "model": "SASRec",
+                          "params": {"hidden_dropout_prob": 0.3, "eval_step": 2, "stopping_step": 5}},
+                         {"name": "SASRec-drop", "model": "SASRec", "params": {"hidden_dropout_prob": 0.3}}]}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    profile = load_profile(str(path))
+    results = tmp_path / "results"
+    base = next(x for x in grid(profile) if x.model == "SASRec")
+    params, _ = resolve(base, profile)
+    store.write_run(store.run_dir(results, "tiny", "beauty", "SASRec", 0),
+                    {"status": "ok", "dataset": "beauty", "model": "SASRec", "base_model": "SASRec",
+                     "params": params, "checkpoint": {"best_epoch": 25},
+                     "timing": {"train_s": 3600.0, "eval_s": 0.0, "test_eval_s": 0.0, "s_per_epoch": 60.0}}, None)
+    cell = {"epoch_s": 60.0, "valid_s": 30.0, "epochs": 37, "best": [26], "assumed_epochs": False,
+            "n_users": 20000, "stop_users": 8000, "run_h": 1.0}
+    rows = [{"model": "SASRec", "datasets": {"beauty": cell}}]
+    training = [{"dataset": "beauty", "model": "SASRec-es", "seed": 0, "epochs_done": 4, "s_per_epoch": 600.0,
+                 "hours_left_least": 1.5, "hours_left_most": 30.0}]
+    q = {r["model"]: r for r in queue_rows(profile, results, rows, training=training)}
+    assert q["SASRec-es"]["hours"] == 1.5 and "4 epochs done at 600 s/epoch" in q["SASRec-es"]["basis"]
+    drop, _ = resolve(next(x for x in grid(profile) if x.model == "SASRec-drop"), profile)
+    # its own schedule around the base's best epoch (26 + 10 = 36 epochs), at the run in training's s/epoch
+    assert q["SASRec-drop"]["hours"] == pytest.approx(run_hours(36, 600.0, 30.0, drop, {"stop_users": 8000}, 20000, 0))
+    assert "s/epoch of SASRec-es here (in training), its base's best epoch" in q["SASRec-drop"]["basis"]
+    without = {r["model"]: r for r in queue_rows(profile, results, rows)}
+    assert without["SASRec-drop"]["hours"] == pytest.approx(1.0)  # no run to learn from: as its base
+
+
 def test_campaign_page_states_runs_finished_hours_run_and_hours_left(tmp_path):
     from bench import store
     from bench.cost import finished_rows, render_queue
