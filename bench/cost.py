@@ -145,16 +145,18 @@ def _changes(mine: dict, base: dict) -> dict:
     return {k: mine.get(k) for k in sorted(set(mine) | set(base)) if k not in SCHEDULE_PARAMS and mine.get(k) != base.get(k)}
 
 
-def similar_records(records: list[dict], dataset: str, base_model: str, mine: dict, base: dict) -> tuple[list, list]:
+def similar_records(records: list[dict], dataset: str, base_model: str, mine: dict, base: dict,
+                    like: str | None = None) -> tuple[list, list]:
     """(same, nearest) records of ``base_model`` on ``dataset``.  ``same``: params equal to the variant's
     ``mine`` outside ``SCHEDULE_PARAMS`` (the same epoch at another schedule: ``DiffuRec-paper-es`` for
     ``DiffuRec-paper``), whose s/epoch and best epoch it borrows (of those, the ones sharing the most
-    schedule keys with it).  ``nearest``, when no record is the same:
-    those sharing the most of the variant's own changes (at least one; ``DiffuRec-paper-es``'s
-    ``attention_padding: release`` for ``DiffuRec-padattn``), whose s/epoch it borrows.  A key a record
-    lacks (it predates the switch) counts as the base's value today."""
-    changes = _changes(mine, base)
-    same, scored = [], []
+    schedule keys with it).  ``nearest``, when no record is the same: the records of the run the
+    profile names in the variant's ``cost_like`` (``DiffuRec-paper-es`` for ``DiffuRec-padattn``: both
+    pad every history to 50), whose s/epoch it borrows.  Sharing a change is no evidence of sharing a
+    cost (``DiffuRec-embinit`` shares ``embedding_init_std`` with ``DiffuRec-paper-es`` and trains at
+    clean DiffuRec's speed), so nothing but ``cost_like`` makes a run nearest.  A key a record lacks
+    (it predates the switch) counts as the base's value today."""
+    same, nearest = [], []
     for r in records:
         theirs = r.get("params") or {}
         if r.get("dataset") != dataset or (r.get("base_model") or r.get("model")) != base_model or not theirs:
@@ -162,13 +164,12 @@ def similar_records(records: list[dict], dataset: str, base_model: str, mine: di
         value = lambda k: theirs.get(k, base.get(k))  # noqa: E731
         if all(value(k) == mine.get(k) for k in (set(theirs) | set(mine) | set(base)) - SCHEDULE_PARAMS):
             same.append(r)
-        else:
-            scored.append((sum(value(k) == v for k, v in changes.items()), r))
+        elif like is not None and r.get("model") == like:
+            nearest.append(r)
     if same:  # the ones whose schedule is nearest the variant's (best epochs depend on it)
         near = [sum((r["params"].get(k, base.get(k))) == mine.get(k) for k in SCHEDULE_PARAMS) for r in same]
         same = [r for r, n in zip(same, near) if n == max(near)]
-    top = max((s for s, _ in scored), default=0)
-    return same, ([r for s, r in scored if s == top] if top and not same else [])
+    return same, ([] if same else nearest)
 
 
 def _best_epochs(records: list[dict]) -> float | None:
@@ -307,6 +308,13 @@ def _as_timing_record(t: dict, profile: dict) -> dict | None:
             "timing": {"s_per_epoch": t["s_per_epoch"]}}
 
 
+def _cost_like(profile: dict, model: str) -> str | None:
+    """The run a variant declares it costs like (its ``cost_like:`` in the profile), if any."""
+    from bench.profiles import all_variants
+
+    return next((v.get("cost_like") for v in all_variants(profile) if v["name"] == model), None)
+
+
 def _own_hours(t: dict) -> tuple[float, str]:
     """(hours left, basis) of a run in training: the patience runs out after its best validation so far."""
     return t["hours_left_least"], (f"in training: {t['epochs_done']} epochs done at {t['s_per_epoch']:.0f} s/epoch "
@@ -326,7 +334,7 @@ def _variant_hours(e: Entry, profile: dict, records: list[dict], mean: dict, cel
         if name == e.model and (ds, e.base_model) in mean and hours is not None:
             ratio = h / mean[(ds, e.base_model)]
             return hours * ratio, f"base x {ratio:.2f} (the two measured on {ds})"
-    similar, nearest = similar_records(records, e.dataset, e.base_model, mine, base)
+    similar, nearest = similar_records(records, e.dataset, e.base_model, mine, base, _cost_like(profile, e.model))
     if similar or nearest or any(mine.get(k) != base.get(k) for k in SCHEDULE_PARAMS):
         # what else the variant changes: an epoch at another run's s/epoch is then only an estimate (the
         # authors' fixed padding width makes an epoch of attention_padding: release dearer)

@@ -98,7 +98,9 @@ def test_similar_records_ignore_the_schedule_and_fill_missing_keys_with_the_base
     assert same == [] and nearest == []                                     # shares none of the changes
     wide = rec("M-wide", **{**base, "hidden_size": 128, "padding": "fixed"})
     same, nearest = similar_records([old, wide], "beauty", "M", mine, base)
-    assert same == [] and nearest == [wide]                                 # shares padding=fixed
+    assert same == [] and nearest == []                                     # sharing padding=fixed is not enough
+    same, nearest = similar_records([old, wide], "beauty", "M", mine, base, like="M-wide")
+    assert same == [] and nearest == [wide]                                 # the profile's cost_like names it
     assert similar_records([es], "toys", "M", mine, base) == ([], [])
 
 
@@ -167,7 +169,10 @@ def test_a_run_in_training_is_projected_from_its_own_epochs_and_lends_its_s_per_
             "seeds": [0], "train": {"epochs": 200, "eval_step": 1, "stopping_step": 10}, "stop_users": 8000,
             "variants": [{"name": "SASRec-es", "model": "SASRec",
                           "params": {"hidden_dropout_prob": 0.3, "eval_step": 2, "stopping_step": 5}},
-                         {"name": "SASRec-drop", "model": "SASRec", "params": {"hidden_dropout_prob": 0.3}}]}
+                         {"name": "SASRec-drop", "model": "SASRec", "params": {"hidden_dropout_prob": 0.3}},
+                         {"name": "SASRec-pad", "model": "SASRec", "params": {"hidden_dropout_prob": 0.2},
+                          "cost_like": "SASRec-es"},
+                         {"name": "SASRec-init", "model": "SASRec", "params": {"hidden_dropout_prob": 0.2}}]}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(spec))
     profile = load_profile(str(path))
@@ -189,6 +194,10 @@ def test_a_run_in_training_is_projected_from_its_own_epochs_and_lends_its_s_per_
     # its own schedule around the base's best epoch (26 + 10 = 36 epochs), at the run in training's s/epoch
     assert q["SASRec-drop"]["hours"] == pytest.approx(run_hours(36, 600.0, 30.0, drop, {"stop_users": 8000}, 20000, 0))
     assert "s/epoch of SASRec-es here (in training), its base's best epoch" in q["SASRec-drop"]["basis"]
+    pad, _ = resolve(next(x for x in grid(profile) if x.model == "SASRec-pad"), profile)
+    assert q["SASRec-pad"]["hours"] == pytest.approx(run_hours(36, 600.0, 30.0, pad, {"stop_users": 8000}, 20000, 0))
+    assert "s/epoch of SASRec-es here (the nearest run)" in q["SASRec-pad"]["basis"]
+    assert q["SASRec-init"]["hours"] == pytest.approx(1.0)  # no cost_like: its base's hours, though it differs
     without = {r["model"]: r for r in queue_rows(profile, results, rows)}
     assert without["SASRec-drop"]["hours"] == pytest.approx(1.0)  # no run to learn from: as its base
 
