@@ -237,9 +237,8 @@ def queue_rows(profile: dict, results_dir, rows: list[dict], data_dir=None,
 
     ``training``: :func:`bench.progress.in_progress` rows, the runs with a saved state.  Such a run is
     projected from its own epochs so far (its measured s/epoch, the hours left until its patience runs
-    out after its best validation so far), and lends that s/epoch to the variants that share its changes
-    (``DiffuRec-paper-es``'s ``attention_padding: release`` for ``DiffuRec-padattn``), as a record would:
-    an epoch of a run that pads to a fixed width costs what no clean record can tell.
+    out after its best validation so far), and lends that s/epoch, as a record would, to a variant with
+    the same params outside the schedule or one whose ``cost_like`` names it (:func:`similar_records`).
 
     A base run costs what its model's records on that dataset took (their mean), else the cost
     model's run hours (``rows``). A variant costs its base model's hours there, times the ratio
