@@ -236,12 +236,22 @@ def test_every_claim_gets_a_verdict_on_a_fake_store(tmp_path):
     assert len(rows) == 12 and all(0 <= r["hb_p_holm"] <= 1 and r["family"] == "table2" for r in rows)
     assert {r["group"] for r in by_id["F8-head-and-tail"]["evidence"]} == {"head", "long-tail"}
     assert len({r["group"] for r in by_id["F9-every-length"]["evidence"]}) == 5
+    # claims no report tests run the headline test on their own cells (issue 26): a p and P(A > B) per cell
+    for cid in ("F3-truncated-linear", "F5-delta-0.001", "F8-head-and-tail", "F9-every-length"):
+        ev = by_id[cid]["evidence"]
+        assert ev and all(0 <= r["hb_p"] <= r["hb_p_holm"] <= 1 and 0 <= r["p_a_beats_b"] <= 1 for r in ev), cid
+        assert "hb_p_holm" in by_id[cid]["columns"] and "paired_p_holm" not in by_id[cid]["columns"]
+    # a group cell tests only the group's users: the head cell and the long-tail cell differ
+    f8 = {(r["group"], r["metric"]): r["hb_p"] for r in by_id["F8-head-and-tail"]["evidence"]}
+    assert f8[("head", "HR@10")] != f8[("long-tail", "HR@10")]
 
     prot = audit.protocol_sensitivity(audit.ResultsView(store.load_records(tmp_path, "fake")))
     assert prot["status"] == "ok" and {r["base_model"] for r in prot["rows"]} == {"DiffuRec", "SASRec"}
     assert prot["params_changed"]["DiffuRec"]["causal"] == {
         "clean": True, "paper": False, "meaning": audit.yaml_comment("DiffuRec", "causal")}
     assert all(r["paper"] > r["clean"] for r in prot["rows"] if r["metric"] == "HR@20")
+    assert all(r["hb_ci_low"] <= r["paper"] - r["clean"] <= r["hb_ci_high"] and 0 <= r["hb_p"] <= r["hb_p_holm"] <= 1
+               for r in prot["rows"])
 
 
 def test_claims_on_an_empty_store_are_not_testable_with_reasons(tmp_path):

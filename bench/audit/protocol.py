@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 from bench import stats
+from bench.audit.claims.base import headline_test
 from bench.audit.view import METRICS, ResultsView
 
 MODELS_DIR = Path(__file__).resolve().parent.parent.parent / "models"
@@ -65,17 +66,17 @@ def _changed_params(view: ResultsView, dataset: str, base: str, clean: str, pape
 
 
 def _metric_rows(view: ResultsView, dataset: str, base: str, clean: str, paper: str) -> list[dict]:
-    """One row per metric: seed means, paper − clean, and the paired p over users."""
-    uc, up = view.per_user(dataset, clean), view.per_user(dataset, paper)
+    """One row per metric: seed means, paper − clean, and the headline test (two-level bootstrap)."""
     rows = []
-    for i, metric in enumerate(METRICS):
+    for metric in METRICS:
         mc, mp = view.mean(dataset, clean, metric), view.mean(dataset, paper, metric)
-        pr = stats.paired(up[i], uc[i]) if uc is not None and up is not None else stats.paired([], [])
+        hb = headline_test(view, dataset, paper, clean, metric)
         rows.append({"dataset": dataset, "base_model": base, "metric": metric, "clean_model": clean,
                      "paper_model": paper, "clean": mc, "paper": mp, "diff": mp - mc,
                      "rel_pct": 100 * (mp / mc - 1) if mc else math.nan,
                      "n_seeds_clean": len(view.seeds(dataset, clean, metric)),
-                     "n_seeds_paper": len(view.seeds(dataset, paper, metric)), "paired_p": pr["p_t"]})
+                     "n_seeds_paper": len(view.seeds(dataset, paper, metric)), "hb_p": hb["hb_p"],
+                     "hb_ci_low": hb["hb_ci_low"], "hb_ci_high": hb["hb_ci_high"]})
     return rows
 
 
@@ -93,7 +94,7 @@ def protocol_sensitivity(view: ResultsView) -> dict:
                 params_changed.setdefault(base, {})[key] = change
             rows += _metric_rows(view, dataset, base, clean, paper)
     if rows:
-        for r, a in zip(rows, stats.holm([r["paired_p"] for r in rows])):
-            r["paired_p_holm"] = float(a)
+        for r, a in zip(rows, stats.holm([r["hb_p"] for r in rows])):
+            r["hb_p_holm"] = float(a)
     return {"status": "ok" if rows else "not run in this profile", "pairs": pairs, "rows": rows,
             "params_changed": params_changed, "protocols": PROTOCOL_TEXT}

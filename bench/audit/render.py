@@ -123,14 +123,15 @@ def _protocol(prot: dict) -> list[str]:
         lines += [f"Params of {base} that differ between the protocols (from the records):", ""]
         lines += [md_table(["Param", "clean", "paper", "Meaning (model YAML)"],
                            [[k, short(v["clean"]), short(v["paper"]), v["meaning"]] for k, v in changed.items()])]
-    lines += [md_table(["Dataset", "Model", "Metric", "clean", "paper", "paper − clean", "Rel. %", "Seeds",
-                        "Paired p (Holm)"],
+    lines += [md_table(["Dataset", "Model", "Metric", "clean", "paper", "paper − clean", "95% CI", "Rel. %", "Seeds",
+                        "p (Holm)"],
                        [[r["dataset"], r["base_model"], r["metric"], pct(r["clean"]), pct(r["paper"]),
-                         pct(r["diff"]), num(r["rel_pct"], "{:+.1f}"),
-                         f"{r['n_seeds_clean']}/{r['n_seeds_paper']}", p_value_short(r.get("paired_p_holm"))]
+                         pct(r["diff"]), f"[{pct(r.get('hb_ci_low'))}, {pct(r.get('hb_ci_high'))}]",
+                         num(r["rel_pct"], "{:+.1f}"),
+                         f"{r['n_seeds_clean']}/{r['n_seeds_paper']}", p_value_short(r.get("hb_p_holm"))]
                         for r in prot["rows"]])]
-    return lines + ["Values in percent, seed means; paired t-test over users (per-user values averaged over seeds), "
-                    "Holm over this table.", ""]
+    return lines + ["Values in percent, seed means; the headline test (two-level bootstrap over seeds and test "
+                    "users, docs/statistics.md), Holm over this table (its own family).", ""]
 
 
 def _evidence_cell(col: str, v) -> str:
@@ -178,9 +179,11 @@ def _claims(claims: list) -> list[str]:
                     "test users), Holm-adjusted in the one family named in `family` and quoted from the report that "
                     "declares it (`table2`: significance_table2.md, `table3`: significance_table3.md, `controls`: "
                     "controls.md), so a claim shows the same adjusted p as the report; `p_a_beats_b`: P(one new run "
-                    "of the target beats one of the other model). Other p-values (`welch_p_holm`: Welch over seeds "
-                    "or over users; `paired_p_holm`: paired t-test over users, for user groups, which no report "
-                    "tests) are Holm-adjusted over the cells of their claim.", ""]
+                    "of the target beats one of the other model). Claims that no report tests (settings F3/F5, user "
+                    "groups F8/F9) run the same headline test on their cells (F8/F9 on the group's users), "
+                    "Holm-adjusted over the cells of their claim (`hb_p_holm`, no `family` column); "
+                    "`welch_p_holm`: Welch over users of one model's head against its long-tail users (different "
+                    "users, F8-head-above-tail) or over seeds (F10), Holm over the claim's cells.", ""]
 
 
 def _environment(env: dict) -> list[str]:
