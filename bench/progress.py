@@ -5,12 +5,16 @@ record exists, its saved state (``bench.resume``) is the only place its curve li
 This reads, for each missing entry of a profile whose state exists, the epoch reached,
 the validation curve so far, the mean training seconds per epoch and the hours left:
 at least (the patience runs out at the next validations) and at most (the epoch cap).
-It is a snapshot of work in progress, never an input of a report table.
+It is a snapshot of work in progress, never an input of a results table: with ``--out`` it also
+writes the snapshot as JSON beside the Markdown, from which ``fidelity.md`` shows the curve so far
+and the hours left of a recipe still in training (labelled as such, with the snapshot's time).
 """
 from __future__ import annotations
 
 import datetime as dt
 import io
+import json
+from pathlib import Path
 
 import numpy as np
 
@@ -43,7 +47,9 @@ def run_progress(entry, profile: dict, payload: dict) -> dict:
             "s_per_epoch": float(np.mean(train_s)) if train_s else float("nan"),
             "eval_s": float(prog.result.eval_s), "bad_validations": int(getattr(prog, "bad_validations", 0)),
             "valid": valid, "segments": len((payload.get("meta") or {}).get("segments") or []),
-            "best_epoch": prog.result.best_epoch}
+            "best_epoch": prog.result.best_epoch,
+            "curve": [{"epoch": int(c["epoch"]) + 1, "train_loss": c.get("train_loss"),
+                       "valid_ndcg10": (c.get("valid") or {}).get("NDCG@10")} for c in curve]}
 
 
 def hours_left(p: dict, params: dict) -> tuple[float, float]:
@@ -103,6 +109,33 @@ def progress_md(profile_name: str, rows: list[dict]) -> str:
     return text
 
 
+SNAPSHOT_KEYS = ("dataset", "model", "seed", "epochs_done", "s_per_epoch", "best_epoch", "hours_left_least",
+                 "hours_left_most", "segments", "curve")
+
+
+def progress_json(profile_name: str, rows: list[dict], when: str | None = None) -> dict:
+    """The snapshot as data, for reports that show runs in training (``bench.report.fidelity``):
+    {profile, snapshot: 'YYYY-MM-DD HH:MM UTC', runs: [{SNAPSHOT_KEYS}]}; a curve row is
+    {epoch (1-based), train_loss, valid_ndcg10 (fraction, None where not validated)}."""
+    when = when or dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return {"profile": profile_name, "snapshot": when,
+            "runs": [{k: r.get(k) for k in SNAPSHOT_KEYS} for r in rows]}
+
+
+def snapshot_path(reports_dir, profile_name: str) -> Path:
+    """Where ``bench progress --out`` of the campaign keeps its data: reports/speed/in-progress-<profile>.json."""
+    return Path(reports_dir) / "speed" / f"in-progress-{profile_name}.json"
+
+
+def read_snapshot(reports_dir, profile_name: str) -> dict | None:
+    """The committed snapshot of runs in training, or None when there is none (or it cannot be read)."""
+    path = snapshot_path(reports_dir, profile_name)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def add_progress_parser(sub, common) -> None:
     parser = sub.add_parser("progress", help="runs still training: epoch, validation curve, hours left (from states)")
     common(parser)
@@ -112,12 +145,15 @@ def add_progress_parser(sub, common) -> None:
     def cmd(args):
         from pathlib import Path
 
-        text = progress_md(load_profile(args.profile)["name"],
-                           in_progress(args.profile, args.results_dir, args.data_dir, args.state_dir))
+        name = load_profile(args.profile)["name"]
+        rows = in_progress(args.profile, args.results_dir, args.data_dir, args.state_dir)
+        text = progress_md(name, rows)
         print(text, end="")
-        if args.out:
+        if args.out:  # the Markdown for readers, the JSON beside it for the reports (fidelity.md)
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(text)
+            Path(args.out).with_suffix(".json").write_text(
+                json.dumps(progress_json(name, rows), indent=1, default=float) + "\n")
         return 0
 
     parser.set_defaults(func=cmd)

@@ -84,6 +84,37 @@ def test_render_writes_fidelity_with_a_generated_verdict_and_curves(store_root, 
     assert set(csv["part"]) == {"recipe", "cause", "versus_sasrec"}
 
 
+def test_a_recipe_in_training_shows_its_curve_so_far_and_hours_left(store_root, tmp_path):
+    """DiffuRec-paper has no record: from the committed snapshot of `bench progress` its curve so far and
+    its hours left appear in an "In training" section (and dashed in the figure), in no results table."""
+    import json
+
+    from bench.progress import progress_json, snapshot_path
+
+    curve = [{"epoch": 1, "train_loss": 26.0, "valid_ndcg10": None}, {"epoch": 2, "train_loss": 14.6, "valid_ndcg10": 0.0021},
+             {"epoch": 4, "train_loss": 9.2, "valid_ndcg10": 0.0054}]
+    runs = [{"dataset": "beauty", "model": "DiffuRec-paper", "seed": 0, "epochs_done": 4, "s_per_epoch": 690.0,
+             "best_epoch": 3, "hours_left_least": 3.5, "hours_left_most": 120.0, "segments": 2, "curve": curve},
+            {"dataset": "beauty", "model": "SASRec", "seed": 3, "epochs_done": 1, "s_per_epoch": 60.0,  # not fidelity's
+             "best_epoch": 0, "hours_left_least": 0.1, "hours_left_most": 1.0, "segments": 1, "curve": []}]
+    out = tmp_path / "reports"
+    snapshot_path(out, PROFILE).parent.mkdir(parents=True)
+    snapshot_path(out, PROFILE).write_text(json.dumps(progress_json(PROFILE, runs, when="2026-12-06 17:00 UTC")))
+    report.render(store_root, out, PROFILE, data_dir=tmp_path / "no-data", fidelity=CFG)
+    md = (out / PROFILE / "fidelity.md").read_text()
+    section = md.split("### In training (snapshot of 2026-12-06 17:00 UTC)")[1].split("###")[0]
+    assert "| DiffuRec-paper (seed 0) | recipe `paper` | 4 | 0.540 (epoch 4) |" in section
+    assert "| 9.200 | 3.5–120.0 |" in section and "SASRec (seed 3)" not in section
+    assert "the runs in training are below" in md
+    csv = pd.read_csv(out / PROFILE / "fidelity.csv")
+    assert "DiffuRec-paper" not in set(csv.get("model", pd.Series(dtype=str)).dropna())  # no results table uses it
+    frame = fidelity.curve_frame(CFG, collect(store_root, PROFILE, fidelity.fidelity_models(CFG)), "beauty",
+                                 fidelity.training_runs(CFG, json.loads(snapshot_path(out, PROFILE).read_text()),
+                                                        "beauty"))
+    live = frame[frame["in_training"]]
+    assert set(live["model"]) == {"DiffuRec-paper"} and list(live["epoch"]) == [1, 2, 4]
+
+
 def test_no_fidelity_report_without_a_release_or_cause_run(tmp_path):
     root = tmp_path / "results"
     write_fake_run(root, "beauty", "DiffuRec", 0, (40, 20, 20), params=DIFFUREC_PARAMS)

@@ -31,3 +31,21 @@ def test_snapshot_names_each_run_and_its_curve():
     assert "not from records" in text
     assert "No run of this profile is in training." in progress_md("full", [])
     assert math.isfinite(row["s_per_epoch"])
+
+
+def test_snapshot_json_keeps_the_curve_and_is_read_back(tmp_path):
+    from bench.progress import progress_json, read_snapshot, snapshot_path
+
+    row = _row(hours_left_least=1.0, hours_left_most=2.0,
+               curve=[{"epoch": 1, "train_loss": 26.0, "valid_ndcg10": None},
+                      {"epoch": 2, "train_loss": 14.5, "valid_ndcg10": 0.0021}])
+    snap = progress_json("full", [row], when="2026-12-06 17:00 UTC")
+    assert set(snap["runs"][0]) >= {"curve", "hours_left_least", "epochs_done"} and "eval_s" not in snap["runs"][0]
+    path = snapshot_path(tmp_path, "full")
+    path.parent.mkdir()
+    import json
+    path.write_text(json.dumps(snap))
+    assert read_snapshot(tmp_path, "full") == snap
+    assert read_snapshot(tmp_path, "quick") is None  # none written: nothing shown
+    path.write_text("{trunc")
+    assert read_snapshot(tmp_path, "full") is None  # a damaged snapshot shows nothing rather than failing a report

@@ -70,7 +70,10 @@ def render(results_dir, reports_dir, profile: str, data_dir=None,
     # a tuned control's seeds that validation's chosen setting already ran are that setting's runs
     lend = (lambda ok: stand_in_runs(ok, controls)) if controls else None
     paired = [*(controls or {}), *fidelity_models(fidelity)]  # models whose per-user values are read
-    ctx = Context(collect(results_dir, profile, paired, lend), data_dir, expected, controls, fidelity)
+    from bench.progress import read_snapshot  # reports/speed/in-progress-<profile>.json, by `bench progress --out`
+
+    ctx = Context(collect(results_dir, profile, paired, lend), data_dir, expected, controls, fidelity,
+                  read_snapshot(reports_dir, profile))
     written: list[Path] = []
     links: dict[str, list[Path]] = {}
     for table_fn in TABLES:

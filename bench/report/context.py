@@ -42,12 +42,14 @@ class Context:
     expected:  (dataset, model, seed) triples of the profile's grid, or None
     controls:  {control model: what it isolates} of the profile (``bench.report.controls``)
     fidelity:  the profile's ``fidelity:`` recipes and single causes (``bench.report.fidelity``)
+    in_training: the committed snapshot of runs still training (``bench.progress.progress_json``), or None
     notes:     warnings a table function adds for ``index.md`` ("Table 3 not written: …")
     """
 
     def __init__(self, col: Collected, data_dir=None, expected: Sequence[tuple[str, str, int]] | None = None,
-                 controls: dict | None = None, fidelity: dict | None = None):
+                 controls: dict | None = None, fidelity: dict | None = None, in_training: dict | None = None):
         self.col, self.data_dir, self.expected = col, data_dir, expected
+        self.in_training = in_training  # shown as work in progress only, never in a results table
         self.controls = dict(controls or {})  # the profile's controls: name -> what it isolates
         self.fidelity = dict(fidelity or {})  # the profile's fidelity report: recipes, causes
         self.notes: list[str] = []

@@ -16,7 +16,10 @@ Intervals are paired t-intervals over users of the per-user differences, on the 
 both runs have: they condition on the trained models (one seed each for a single-cause
 run), so they say how sure we are about *these* models on these users, not about a
 retrained one; the seed-to-seed SD of clean DiffuRec is printed beside them for scale.
-The run of a recipe still in training is not in the records and is not shown.
+A run still in training is not in the records and enters no table of results; when the
+campaign's snapshot (``bench progress --out reports/speed/in-progress-<profile>.md``, its JSON
+beside it) holds a recipe's or a cause's run, a section "In training" shows its validation curve
+so far beside clean DiffuRec's at the same epoch, and its hours left, under the snapshot's time.
 
 Which runs are which is the profile's, not this module's: its ``fidelity:`` names the recipes
 (``recipes``: name -> the DiffuRec and SASRec models trained under it and a line on what it is;
@@ -252,6 +255,51 @@ def _versus_md(versus: pd.DataFrame) -> str:
     return md_table(["Recipe", "Comparison", "Metric", "Common seeds", "Δ points [95 % CI over users]"], rows)
 
 
+def training_runs(cfg: dict, snapshot: dict | None, dataset: str) -> list[dict]:
+    """The snapshot's runs on ``dataset`` that are a release recipe's DiffuRec or SASRec or a single cause
+    (the reference recipe's models are the suite's base runs, followed by the campaign pages), each with
+    ``role``: the recipe's name or 'cause: <what it switches on>'."""
+    roles = {}
+    for name, (d, s_) in list(recipes_of(cfg).items())[1:]:
+        roles.setdefault(d, f"recipe `{name}`")
+        roles.setdefault(s_, f"recipe `{name}` (SASRec)")
+    roles.update({m: f"cause: {text}" for m, text in (cfg.get("causes") or {}).items()})
+    return [{**r, "role": roles[r["model"]]} for r in (snapshot or {}).get("runs") or []
+            if r.get("dataset") == dataset and r.get("model") in roles]
+
+
+def _best_valid(curve: list) -> tuple[float, int] | None:
+    """(best validation NDCG@10 as a fraction, its 1-based epoch) of a curve, or None without one."""
+    valid = [(c["valid_ndcg10"], c["epoch"]) for c in curve if c.get("valid_ndcg10") is not None]
+    return max(valid, key=lambda v: (v[0], -v[1])) if valid else None
+
+
+def _training_md(runs: list[dict], clean_curve: pd.DataFrame, snapshot: dict) -> str:
+    """Runs in training: epochs done, best validation NDCG@10 so far beside clean DiffuRec's at that epoch."""
+    def clean_at(epoch):
+        hit = clean_curve[clean_curve["epoch"] <= epoch].dropna(subset=["valid_ndcg10"])
+        return f"{100 * hit['valid_ndcg10'].iloc[-1]:.3f} (epoch {int(hit['epoch'].iloc[-1])})" if len(hit) else "–"
+
+    rows = []
+    for r in runs:
+        best = _best_valid(r.get("curve") or [])
+        last = next((c for c in reversed(r.get("curve") or []) if c.get("train_loss") is not None), None)
+        rows.append([f"{r['model']} (seed {r['seed']})", r["role"], r["epochs_done"],
+                     f"{100 * best[0]:.3f} (epoch {best[1]})" if best else "–",
+                     clean_at(best[1]) if best else "–",
+                     num(last["train_loss"], "{:.3f}") if last else "–",
+                     f"{r['hours_left_least']:.1f}–{r['hours_left_most']:.1f}"])
+    return (f"### In training (snapshot of {snapshot.get('snapshot', '?')})\n\n"
+            + md_table(["Run", "What it is", "Epochs done", "Best validation NDCG@10 % so far",
+                        "Clean DiffuRec, validation NDCG@10 % by then", "Last training loss", "Hours left (least–most)"],
+                       rows)
+            + f"\nFrom the runs' saved states (reports/speed/in-progress-{snapshot.get('profile')}.md), not from "
+              "records: no table above "
+              "uses them. Validation users differ by recipe (the release's recipe validates on every user, the "
+              "clean one on the stopping subset), so the two columns are a pace, not a comparison. Hours left: at "
+              "least (no validation improves again) and at most (the epoch cap), at the run's own pace so far.\n\n")
+
+
 def render_md(cfg: dict, parts: dict, sd_clean: dict, comparable: bool = True) -> str:
     text = ("# Fidelity: does the suite's DiffuRec reproduce the authors'?\n\n"
             "The headline (DiffuRec does not beat SASRec on equal terms) can be dismissed if the suite's DiffuRec is "
@@ -270,7 +318,10 @@ def render_md(cfg: dict, parts: dict, sd_clean: dict, comparable: bool = True) -
         missing = [r for r in recipes_of(cfg) if r not in set(p["recipes"]["recipe"])]
         if missing:
             text += (f"Not finished yet: {', '.join(f'`{r}`' for r in missing)} (see reports/speed/campaign-full.md "
-                     "for its place in the queue and its projected hours).\n\n")
+                     "for its place in the queue and its projected hours"
+                     + ("; the runs in training are below" if p.get("training") else "") + ").\n\n")
+        if p.get("training"):
+            text += _training_md(p["training"], p["clean_curve"], p["snapshot"])
         if len(p["causes"]):
             sd = sd_clean.get(dataset)
             text += ("### One release difference at a time, against clean DiffuRec of the same seed\n\n"
@@ -294,10 +345,18 @@ def render_md(cfg: dict, parts: dict, sd_clean: dict, comparable: bool = True) -
 
 
 # =========================================================================== curves
-def curve_frame(cfg: dict, col: Collected, dataset: str) -> pd.DataFrame:
-    """(model, seed, epoch, train_loss, valid_ndcg10, chosen) of the recipes' DiffuRec and the causes' runs."""
+def curve_frame(cfg: dict, col: Collected, dataset: str, training: list | None = None) -> pd.DataFrame:
+    """(model, seed, epoch, train_loss, valid_ndcg10, chosen, in_training) of the recipes' DiffuRec and the
+    causes' runs: the records', then those of ``training`` (snapshot runs, ``training_runs``) that have none."""
     wanted = {d for d, _ in recipes_of(cfg).values()} | set(cfg.get("causes") or {})
     rows = []
+    done = {(r["model"], r.get("seed")) for r in col.ok_records if r["dataset"] == dataset}
+    for r in training or []:
+        if r["model"] not in wanted or (r["model"], r["seed"]) in done:
+            continue
+        rows += [{"model": r["model"], "seed": r["seed"], "epoch": int(c["epoch"]), "train_loss": c.get("train_loss"),
+                  "valid_ndcg10": c.get("valid_ndcg10"), "chosen": False, "in_training": True}
+                 for c in r.get("curve") or []]
     for r in col.ok_records:
         if r["dataset"] != dataset or r["model"] not in wanted:
             continue
@@ -306,8 +365,8 @@ def curve_frame(cfg: dict, col: Collected, dataset: str) -> pd.DataFrame:
             valid = (c.get("valid") or {}).get("NDCG@10")
             rows.append({"model": r["model"], "seed": r.get("seed"), "epoch": int(c["epoch"]) + 1,
                          "train_loss": c.get("train_loss"), "valid_ndcg10": valid,
-                         "chosen": best is not None and int(c["epoch"]) == int(best)})
-    return pd.DataFrame(rows)
+                         "chosen": best is not None and int(c["epoch"]) == int(best), "in_training": False})
+    return pd.DataFrame(rows, columns=["model", "seed", "epoch", "train_loss", "valid_ndcg10", "chosen", "in_training"])
 
 
 def draw_curves(frame: pd.DataFrame, dataset: str, first: str = ""):
@@ -319,12 +378,15 @@ def draw_curves(frame: pd.DataFrame, dataset: str, first: str = ""):
     for name in names:
         g = frame[(frame["model"] == name) & (frame["seed"] == frame[frame["model"] == name]["seed"].min())]
         v = g.dropna(subset=["valid_ndcg10"])
-        axes[0, 0].plot(v["epoch"], 100 * v["valid_ndcg10"], marker=".", ms=3, color=palette[name], label=name)
+        live = bool(g["in_training"].any())  # a run still training: dashed, so it is not read as finished
+        style_ = {"linestyle": "--"} if live else {}
+        axes[0, 0].plot(v["epoch"], 100 * v["valid_ndcg10"], marker=".", ms=3, color=palette[name],
+                        label=name + (" (in training)" if live else ""), **style_)
         chosen = v[v["chosen"]]
         axes[0, 0].scatter(chosen["epoch"], 100 * chosen["valid_ndcg10"], s=30, facecolors="none",
                            edgecolors=palette[name])
         loss = g.dropna(subset=["train_loss"])
-        axes[0, 1].plot(loss["epoch"], loss["train_loss"], color=palette[name])
+        axes[0, 1].plot(loss["epoch"], loss["train_loss"], color=palette[name], **style_)
     axes[0, 0].set(xlabel="epoch", ylabel="validation NDCG@10 (%)", title="validation (○ chosen checkpoint)")
     axes[0, 1].set(xlabel="epoch", ylabel="training loss", title="training loss", yscale="log")
     for ax in axes[0]:
@@ -338,7 +400,7 @@ def fidelity_curves(ctx: Context, dataset: str) -> list:
     """The fidelity report's figure: validation and training curves of each recipe and cause."""
     if not ctx.fidelity.get("recipes"):
         return []
-    frame = curve_frame(ctx.fidelity, ctx.col, dataset)
+    frame = curve_frame(ctx.fidelity, ctx.col, dataset, training_runs(ctx.fidelity, ctx.in_training, dataset))
     if frame.empty or frame["model"].nunique() < 2:
         return [Missing(f"Fidelity curves ({dataset_title(dataset)}): fewer than two DiffuRec recipes with curves")]
     first = recipes_of(ctx.fidelity)[reference_of(ctx.fidelity)][0]
@@ -370,9 +432,13 @@ def fidelity(ctx: Context) -> list[Table]:
                 q = rec.get("params") or {}
                 schedules[recipe] = (f"at most {q.get('epochs')} epochs, validation every {q.get('eval_step', 1)}, "
                                      f"patience {q.get('stopping_step')} validations")
+        training = training_runs(cfg, ctx.in_training, dataset)
+        curves = curve_frame(cfg, ctx.col, dataset, training)
+        clean_curve = curves[(curves["model"] == clean[0]) & (curves["seed"] == 0)]
         parts[dataset] = {"schedules": schedules, "recipes": recipes, "causes": cause_frame(cfg, dataset, values),
-                          "versus": versus_sasrec_frame(cfg, dataset, values),
-                          "curves": not curve_frame(cfg, ctx.col, dataset).empty}
+                          "versus": versus_sasrec_frame(cfg, dataset, values), "curves": not curves.empty,
+                          "training": training, "clean_curve": clean_curve,
+                          "snapshot": ctx.in_training or {}}
         nd = recipes[(recipes["recipe"] == reference_of(cfg)) & (recipes["metric"] == "NDCG@10")]
         sd_clean[dataset] = float(nd["sd_pct"].iloc[0]) if len(nd) else None
     if not parts:
