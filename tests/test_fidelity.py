@@ -146,3 +146,15 @@ def test_verdict_judges_reproduction_only_at_the_papers_budget():
     assert "reduced budget" in reduced and "reproduces" not in reduced
     recipes.loc[1, ["mean_pct", "users_ci_low_pct", "users_ci_high_pct"]] = [4.0, 3.8, 4.2]
     assert "does not reach the paper's number" in fidelity.verdict(recipes, "beauty", comparable=True)
+
+
+def test_diffurec_against_sasrec_uses_the_headline_test_over_seeds_and_users(store_root):
+    col = collect(store_root, PROFILE, fidelity.fidelity_models(CFG))
+    values = {m: fidelity.seed_values(col, "beauty", m) for m in fidelity.fidelity_models(CFG)}
+    v = fidelity.versus_sasrec_frame(CFG, "beauty", values).set_index(["recipe", "metric"])
+    clean = v.loc[("clean", "HR@10")]
+    assert clean["n_seeds_diffurec"] == 3 and clean["n_seeds_sasrec"] == 3
+    # seeds vary: the two-level interval is wider than the one conditional on the trained models
+    assert clean["hb_ci_high_pct"] - clean["hb_ci_low_pct"] > clean["ci_high_pct"] - clean["ci_low_pct"]
+    assert clean["hb_ci_low_pct"] <= clean["diff_pct"] <= clean["hb_ci_high_pct"]
+    assert 0 <= clean["hb_p"] <= 1 and 0 <= clean["p_diffurec_beats"] < 0.5  # DiffuRec (fake) below SASRec

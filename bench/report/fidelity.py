@@ -10,12 +10,13 @@ authors'".  This report answers it from the records, on each dataset with runs:
    against clean DiffuRec of the same seed, paired over users, and the share of the
    clean run's NDCG@10 gap to the paper it closes;
 3. DiffuRec against SASRec under each recipe (SASRec-paper: the release's schedule and
-   selection rule applied to SASRec), paired over users on their common seeds.
+   selection rule applied to SASRec), by the headline test over seeds and users, with the
+   paired interval over users on their common seeds beside it.
 
-Intervals are paired t-intervals over users of the per-user differences, on the seeds
-both runs have: they condition on the trained models (one seed each for a single-cause
-run), so they say how sure we are about *these* models on these users, not about a
-retrained one; the seed-to-seed SD of clean DiffuRec is printed beside them for scale.
+A single-cause run's interval is the paired t-interval over users against clean DiffuRec of the
+same seed: with one seed on each side it conditions on the two trained models (how sure we are
+about *these* models on these users, not a retrained one), so the seed-to-seed SD of clean
+DiffuRec is printed beside it for scale.
 A run still in training is not in the records and enters no table of results; when the
 campaign's snapshot (``bench progress --out reports/speed/in-progress-<profile>.md``, its JSON
 beside it) holds a recipe's or a cause's run, a section "In training" shows its validation curve
@@ -37,6 +38,7 @@ from bench.report.collect import METRICS, Collected
 from bench.report.context import Context, Drawn, Missing, Table
 from bench.report.figures.style import colors, new_fig
 from bench.report.gap import PAPER_TABLES, paper_table
+from bench.stats.hierarchical_bootstrap import compare_runs
 
 LEVEL = 0.95
 SHOWN = ("HR@10", "NDCG@10", "NDCG@5", "NDCG@20")
@@ -91,6 +93,20 @@ def paired_difference(a: dict, b: dict, metric: str) -> dict:
         ci = res.confidence_interval(confidence_level=LEVEL)
         out.update(ci_low=float(ci.low), ci_high=float(ci.high), p=float(res.pvalue))
     return out
+
+
+def headline_difference(a: dict, b: dict, metric: str) -> dict:
+    """The headline test (``bench.stats.hierarchical_bootstrap``) of a − b over every seed of each side and
+    the users both ranked: ci_low, ci_high (95 %), p, p_a_beats_b; NaN without runs on a side."""
+    out = {"ci_low": np.nan, "ci_high": np.nan, "p": np.nan, "p_a_beats_b": np.nan}
+    if not a or not b:
+        return out
+    i = METRICS.index(metric)
+    keep = np.logical_and.reduce([np.isfinite(x[i]) for x in [*a.values(), *b.values()]])
+    if not keep.any():
+        return out
+    r = compare_runs({s: x[i][keep] for s, x in a.items()}, {s: x[i][keep] for s, x in b.items()})
+    return {"ci_low": r.ci_low, "ci_high": r.ci_high, "p": r.p, "p_a_beats_b": r.p_a_beats_b}
 
 
 def mean_interval(values: np.ndarray) -> tuple[float, float, float]:
@@ -167,18 +183,22 @@ def cause_frame(cfg: dict, dataset: str, values: dict) -> pd.DataFrame:
 
 
 def versus_sasrec_frame(cfg: dict, dataset: str, values: dict) -> pd.DataFrame:
-    """DiffuRec − SASRec under each recipe, paired over users on the common seeds."""
+    """DiffuRec − SASRec under each recipe: the headline test over both models' seeds and the users
+    (``hb_*``), and the paired interval over users on the common seeds (conditional on the trained models)."""
     rows = []
     for recipe, (diffurec, sasrec) in recipes_of(cfg).items():
         a, b = values.get(diffurec) or {}, values.get(sasrec) or {}
         if not a or not b:
             continue
         for metric in SHOWN:
-            d = paired_difference(a, b, metric)
+            d, hb = paired_difference(a, b, metric), headline_difference(a, b, metric)
             rows.append({"dataset": dataset, "recipe": recipe, "diffurec": diffurec, "sasrec": sasrec,
                          "metric": metric, "seeds": ",".join(map(str, d["seeds"])), "n_users": d["n_users"],
+                         "n_seeds_diffurec": len(a), "n_seeds_sasrec": len(b),
                          "diff_pct": 100 * d["diff"], "ci_low_pct": 100 * d["ci_low"],
-                         "ci_high_pct": 100 * d["ci_high"], "p": d["p"]})
+                         "ci_high_pct": 100 * d["ci_high"], "p": d["p"],
+                         "hb_ci_low_pct": 100 * hb["ci_low"], "hb_ci_high_pct": 100 * hb["ci_high"], "hb_p": hb["p"],
+                         "p_diffurec_beats": hb["p_a_beats_b"]})
     return pd.DataFrame(rows)
 
 
@@ -250,9 +270,12 @@ def _cause_md(causes: pd.DataFrame) -> str:
 
 
 def _versus_md(versus: pd.DataFrame) -> str:
-    rows = [[f"`{r['recipe']}`", f"{r['diffurec']} − {r['sasrec']}", r["metric"], r["seeds"],
-             f"{r['diff_pct']:+.3f} {_pm(r['ci_low_pct'], r['ci_high_pct'])}"] for _, r in versus.iterrows()]
-    return md_table(["Recipe", "Comparison", "Metric", "Common seeds", "Δ points [95 % CI over users]"], rows)
+    rows = [[f"`{r['recipe']}`", f"{r['diffurec']} − {r['sasrec']}", r["metric"],
+             f"{r['n_seeds_diffurec']}/{r['n_seeds_sasrec']}", f"{r['diff_pct']:+.3f}",
+             _pm(r["hb_ci_low_pct"], r["hb_ci_high_pct"]), num(r["hb_p"], "{:.3g}"), num(r["p_diffurec_beats"], "{:.2f}"),
+             f"{_pm(r['ci_low_pct'], r['ci_high_pct'])} ({r['seeds']})"] for _, r in versus.iterrows()]
+    return md_table(["Recipe", "Comparison", "Metric", "Seeds", "Δ points", "95 % CI (seeds and users)", "p",
+                     "P(DiffuRec run beats SASRec run)", "95 % CI over users only (common seeds)"], rows)
 
 
 def training_runs(cfg: dict, snapshot: dict | None, dataset: str) -> list[dict]:
@@ -334,8 +357,12 @@ def render_md(cfg: dict, parts: dict, sd_clean: dict, comparable: bool = True) -
             text += "No single-cause run has finished on this dataset yet.\n\n"
         if len(p["versus"]):
             text += ("### DiffuRec against SASRec under each recipe\n\n" + _versus_md(p["versus"]) +
-                     "\nΔ > 0: DiffuRec better. Each recipe's DiffuRec meets the SASRec trained under the same "
-                     "schedule and selection rule (the profile's `fidelity.recipes`).\n\n")
+                     "\nΔ > 0: DiffuRec better (seed means, users both ranked). The headline test (two-level "
+                     "bootstrap over seeds and users, docs/statistics.md) gives the interval, p (not adjusted: "
+                     "this report's comparisons are no Holm family) and P(a new DiffuRec run beats a new SASRec "
+                     "run); the last column conditions on the trained models. Each recipe's DiffuRec meets the "
+                     "SASRec trained under the same schedule and selection rule (the profile's "
+                     "`fidelity.recipes`).\n\n")
         if p["curves"]:
             text += (f"### Curves\n\n![validation and training curves](figures/fidelity_curves_{dataset}.png)\n\n")
     text += ("Reference values: the paper's Table 2 (bench/paper_tables/table2.csv); the public reruns of the release "
