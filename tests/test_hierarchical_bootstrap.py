@@ -158,3 +158,18 @@ def test_fast_enough_for_a_report():
     t0 = time.perf_counter()
     compare_runs(a, b)
     assert time.perf_counter() - t0 < 2.0
+
+
+def test_compare_metric_rows_takes_one_row_and_only_users_every_run_ranked():
+    from bench.stats.hierarchical_bootstrap import EMPTY, compare_metric_rows, compare_runs
+
+    rng = np.random.default_rng(0)
+    a = {s: rng.random((2, 50)) for s in (0, 1)}
+    b = {s: rng.random((2, 50)) for s in (0, 1)}
+    b[1][1, :5] = np.nan  # five users seed 1 of b did not rank
+    mask = np.arange(50) >= 10
+    got = compare_metric_rows(a, b, 1, mask, n_boot=200)
+    keep = mask & (np.arange(50) >= 5)
+    want = compare_runs({s: x[1][keep] for s, x in a.items()}, {s: x[1][keep] for s, x in b.items()}, n_boot=200)
+    assert got == want and got.n_users == 40
+    assert compare_metric_rows(a, {}, 0) is EMPTY and compare_metric_rows(a, b, 0, np.zeros(50, bool)) is EMPTY

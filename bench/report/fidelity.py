@@ -38,7 +38,7 @@ from bench.report.collect import METRICS, Collected
 from bench.report.context import Context, Drawn, Missing, Table
 from bench.report.figures.style import colors, new_fig
 from bench.report.gap import PAPER_TABLES, paper_table
-from bench.stats.hierarchical_bootstrap import compare_runs
+from bench.stats.hierarchical_bootstrap import compare_metric_rows
 
 LEVEL = 0.95
 SHOWN = ("HR@10", "NDCG@10", "NDCG@5", "NDCG@20")
@@ -98,14 +98,7 @@ def paired_difference(a: dict, b: dict, metric: str) -> dict:
 def headline_difference(a: dict, b: dict, metric: str) -> dict:
     """The headline test (``bench.stats.hierarchical_bootstrap``) of a − b over every seed of each side and
     the users both ranked: ci_low, ci_high (95 %), p, p_a_beats_b; NaN without runs on a side."""
-    out = {"ci_low": np.nan, "ci_high": np.nan, "p": np.nan, "p_a_beats_b": np.nan}
-    if not a or not b:
-        return out
-    i = METRICS.index(metric)
-    keep = np.logical_and.reduce([np.isfinite(x[i]) for x in [*a.values(), *b.values()]])
-    if not keep.any():
-        return out
-    r = compare_runs({s: x[i][keep] for s, x in a.items()}, {s: x[i][keep] for s, x in b.items()})
+    r = compare_metric_rows(a, b, METRICS.index(metric))
     return {"ci_low": r.ci_low, "ci_high": r.ci_high, "p": r.p, "p_a_beats_b": r.p_a_beats_b}
 
 

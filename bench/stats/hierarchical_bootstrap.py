@@ -322,6 +322,22 @@ def compare_runs(values_a: Mapping, values_b: Mapping, paired: bool = True, n_bo
                               interaction)
 
 
+def compare_metric_rows(mats_a: Mapping, mats_b: Mapping, row: int, mask=None, **kwargs) -> BootstrapResult:
+    """A against B on one metric from per-seed matrices {seed: (n_metrics, n_users)} aligned on the same
+    users: row ``row`` of each, on the users every run ranked (finite on both sides) and, with ``mask``
+    ((n_users,) bool), only those.  EMPTY without runs on a side or without a user left."""
+    if not mats_a or not mats_b:
+        return EMPTY
+    xa = {s: np.asarray(m[row], np.float64) for s, m in mats_a.items()}
+    xb = {s: np.asarray(m[row], np.float64) for s, m in mats_b.items()}
+    keep = np.logical_and.reduce([np.isfinite(x) for x in [*xa.values(), *xb.values()]])
+    if mask is not None:
+        keep &= mask
+    if not keep.any():
+        return EMPTY
+    return compare_runs({s: x[keep] for s, x in xa.items()}, {s: x[keep] for s, x in xb.items()}, **kwargs)
+
+
 def compare_ranks(ranks_a: Mapping, ranks_b: Mapping, metric: str, **kwargs) -> BootstrapResult:
     """:func:`compare_runs` on the per-user values of ``metric`` ('NDCG@10') of per-seed rank arrays.
 

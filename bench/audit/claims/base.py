@@ -14,7 +14,7 @@ from bench import stats
 from bench.audit.view import METRICS, ResultsView
 from bench.errors import BenchError
 from bench.fmt import DATASET_ORDER, finite
-from bench.stats.hierarchical_bootstrap import compare_runs
+from bench.stats.hierarchical_bootstrap import compare_metric_rows
 
 VERDICTS = ("holds", "does not hold", "not testable")
 
@@ -71,18 +71,6 @@ def best_by_mean(means: dict):
     return max(means, key=lambda k: means[k] if finite(means[k]) else -math.inf)
 
 
-def paired_p(view: ResultsView, dataset: str, a: str, b: str, metric: str, mask=None) -> dict:
-    """``stats.paired`` of the seed-averaged per-user values of a and b (optionally on a user mask)."""
-    ua, ub = view.per_user(dataset, a), view.per_user(dataset, b)
-    if ua is None or ub is None:
-        return stats.paired([], [])
-    i = METRICS.index(metric)
-    x, y = ua[i], ub[i]
-    if mask is not None:
-        x, y = x[mask], y[mask]
-    return stats.paired(x, y)
-
-
 def headline_test(view: ResultsView, dataset: str, a: str, b: str, metric: str, mask=None) -> dict:
     """The headline two-level bootstrap (``bench.stats.hierarchical_bootstrap``) of a − b on one
     metric, over a's and b's seeds and the dataset's users (optionally only those in ``mask``,
@@ -90,19 +78,7 @@ def headline_test(view: ResultsView, dataset: str, a: str, b: str, metric: str, 
 
     Returns {hb_p: two-sided p, hb_ci_low, hb_ci_high: the 95 % interval of the difference,
     p_a_beats_b: P(a new run of a beats one of b)}; NaN without readable ranks on a side."""
-    out = {"hb_p": math.nan, "hb_ci_low": math.nan, "hb_ci_high": math.nan, "p_a_beats_b": math.nan}
-    sa, sb = view.per_seed(dataset, a), view.per_seed(dataset, b)
-    if not sa or not sb:
-        return out
-    i = METRICS.index(metric)
-    xa = {s: np.asarray(m[i], np.float64) for s, m in sa.items()}
-    xb = {s: np.asarray(m[i], np.float64) for s, m in sb.items()}
-    keep = np.logical_and.reduce([np.isfinite(x) for x in [*xa.values(), *xb.values()]])
-    if mask is not None:
-        keep &= mask
-    if not keep.any():
-        return out
-    r = compare_runs({s: x[keep] for s, x in xa.items()}, {s: x[keep] for s, x in xb.items()})
+    r = compare_metric_rows(view.per_seed(dataset, a), view.per_seed(dataset, b), METRICS.index(metric), mask)
     return {"hb_p": r.p, "hb_ci_low": r.ci_low, "hb_ci_high": r.ci_high, "p_a_beats_b": r.p_a_beats_b}
 
 
