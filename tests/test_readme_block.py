@@ -138,4 +138,4 @@ def test_block_answers_the_fidelity_question_from_fidelity_csv(tmp_path):
     assert "enough, even at its interval's low end, to close that deficit" in block
     frame.loc[cause, ["diff_pct", "ci_low_pct", "ci_high_pct"]] = [0.01, -0.1, 0.12]
     frame.to_csv(path, index=False)
-    assert "less than that deficit: one switch does not turn the headline" in readme.readme_block(root)
+    assert "less than that deficit: no release change run so far turns the headline" in readme.readme_block(root)

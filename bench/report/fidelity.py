@@ -6,14 +6,14 @@ authors'".  This report answers it from the records, on each dataset with runs:
 1. DiffuRec under each recipe -- clean (the suite's protocol), ``paper-es`` (the release's
    model and any-metric checkpoint, stopped early) and ``paper`` (the release end to end) --
    beside the paper's Table 2 and the public reruns of the release that issue 25 quotes;
-2. each single-cause run (one release difference switched on, everything else clean)
-   against clean DiffuRec of the same seed, paired over users, and the share of the
-   clean run's NDCG@10 gap to the paper it closes;
+2. each cause run (one release difference switched on, everything else clean; then
+   combinations of those that helped) against clean DiffuRec of the same seed, paired over
+   users, and the share of the clean run's NDCG@10 gap to the paper it closes;
 3. DiffuRec against SASRec under each recipe (SASRec-paper: the release's schedule and
    selection rule applied to SASRec), by the headline test over seeds and users, with the
    paired interval over users on their common seeds beside it.
 
-A single-cause run's interval is the paired t-interval over users against clean DiffuRec of the
+A cause run's interval is the paired t-interval over users against clean DiffuRec of the
 same seed: with one seed on each side it conditions on the two trained models (how sure we are
 about *these* models on these users, not a retrained one), so the seed-to-seed SD of clean
 DiffuRec is printed beside it for scale.
@@ -24,8 +24,8 @@ so far beside clean DiffuRec's at the same epoch, and its hours left, under the 
 
 Which runs are which is the profile's, not this module's: its ``fidelity:`` names the recipes
 (``recipes``: name -> the DiffuRec and SASRec models trained under it and a line on what it is;
-the first is the suite's own, the reference) and the single-cause models (``causes``: model ->
-the one release difference it switches on).  A profile without ``fidelity:`` gets no report.
+the first is the suite's own, the reference) and the cause models (``causes``: model -> the
+release difference it switches on, or the differences of a combination).  A profile without ``fidelity:`` gets no report.
 """
 from __future__ import annotations
 
@@ -258,7 +258,7 @@ def _cause_md(causes: pd.DataFrame) -> str:
     rows = [[r["model"], r["what"], r["metric"], r["seeds"], f"{r['clean_pct']:.3f}",
              f"{r['diff_pct']:+.3f} {_pm(r['ci_low_pct'], r['ci_high_pct'])}",
              num(r["gap_closed"], "{:+.0f} %")] for _, r in causes.iterrows() if r["metric"] in ("HR@10", "NDCG@10", "NDCG@5")]
-    return md_table(["Run", "One release difference, all else clean", "Metric", "Seed", "Clean DiffuRec %",
+    return md_table(["Run", "Release difference(s), all else clean", "Metric", "Seed", "Clean DiffuRec %",
                      "Δ vs clean, points [95 % CI over users]", "Share of the gap to the paper closed"], rows)
 
 
@@ -340,9 +340,9 @@ def render_md(cfg: dict, parts: dict, sd_clean: dict, comparable: bool = True) -
             text += _training_md(p["training"], p["clean_curve"], p["snapshot"])
         if len(p["causes"]):
             sd = sd_clean.get(dataset)
-            text += ("### One release difference at a time, against clean DiffuRec of the same seed\n\n"
+            text += ("### Release differences against clean DiffuRec of the same seed (one at a time, then together)\n\n"
                      + _cause_md(p["causes"]) +
-                     "\nΔ: single-cause run − clean DiffuRec, per user, on the same users; interval: paired t over "
+                     "\nΔ: cause run − clean DiffuRec, per user, on the same users; interval: paired t over "
                      "users (conditional on the two trained models). Share of the gap closed: Δ over (paper − clean)"
                      + (f". For scale, clean DiffuRec's NDCG@10 varies by {sd:.3f} points (sample SD) from seed to "
                         "seed." if sd is not None and np.isfinite(sd) else ".") + "\n\n")

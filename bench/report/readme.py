@@ -66,7 +66,7 @@ def _headline_diff(row) -> str:
 
 def fidelity_lines(folder: Path, rel: str) -> list[str]:
     """The plain-words answer to "is this the authors' DiffuRec?": fidelity.md's verdict per dataset, then
-    each single release difference run so far at NDCG@10 (Δ against clean DiffuRec of the same seed, its
+    each release-difference run so far (one at a time, then together) at NDCG@10 (Δ against clean DiffuRec of the same seed, its
     paired interval over users and the share of the gap to the paper it closes), all from fidelity.csv/.md."""
     md, frame = folder / "fidelity.md", _read_csv(folder / "fidelity.csv")
     if frame is None or not md.exists():
@@ -82,16 +82,16 @@ def fidelity_lines(folder: Path, rel: str) -> list[str]:
         rows = [[dataset_title(r["dataset"]), r["model"], r["what"], str(r["seeds"]),
                  f"{r['diff_pct']:+.3f} [{r['ci_low_pct']:+.3f}, {r['ci_high_pct']:+.3f}]",
                  f"{r['gap_closed']:+.0f} %"] for _, r in causes.iterrows()]
-        lines += ["Single release differences, NDCG@10, against clean DiffuRec of the same seed (points, paired "
+        lines += ["Release differences (one at a time, then together), NDCG@10, against clean DiffuRec of the same seed (points, paired "
                   "95 % interval over users):", "",
-                  md_table(["Dataset", "Run", "Release difference", "Seed", "Δ [95 % CI]", "Share of the gap closed"],
+                  md_table(["Dataset", "Run", "Release difference(s)", "Seed", "Δ [95 % CI]", "Share of the gap closed"],
                            rows).rstrip(), ""]
         lines += [_what_it_changes(frame, causes), ""]
     return lines
 
 
 def _what_it_changes(frame: pd.DataFrame, causes: pd.DataFrame) -> str:
-    """One sentence per dataset: the largest single-cause change of DiffuRec's NDCG@10 set beside clean DiffuRec's
+    """One sentence per dataset: the largest cause run's change of DiffuRec's NDCG@10 set beside clean DiffuRec's
     NDCG@10 deficit to SASRec, so a reader sees whether fixing the recipe could turn the headline.
 
     Both columns of fidelity.csv are already in points (``*_pct``)."""
@@ -108,12 +108,12 @@ def _what_it_changes(frame: pd.DataFrame, causes: pd.DataFrame) -> str:
         elif top["ci_low_pct"] + gap > 0:
             tail = "enough, even at its interval's low end, to close that deficit: the headline at NDCG@10 waits on the release-recipe runs."
         elif top["diff_pct"] + gap > 0:
-            tail = ("as large as that deficit at its point estimate but not at its interval's low end: one switch "
-                    "might turn NDCG@10, so the headline waits on the release-recipe runs.")
+            tail = ("as large as that deficit at its point estimate but not at its interval's low end: the release's "
+                    "recipe might turn NDCG@10, so the headline waits on the release-recipe runs.")
         else:
-            tail = "less than that deficit: one switch does not turn the headline."
+            tail = "less than that deficit: no release change run so far turns the headline."
         parts.append(f"{dataset_title(dataset)}: clean DiffuRec − SASRec is {pts(gap)} NDCG@10 points (common seeds); "
-                     f"the largest single release difference so far ({top['model']}, seed {top['seeds']}) moves DiffuRec by "
+                     f"the largest release change so far ({top['model']}, seed {top['seeds']}) moves DiffuRec by "
                      f"{pts(top['diff_pct'])} [{pts(top['ci_low_pct'])}, {pts(top['ci_high_pct'])}], {tail}")
     return "What it changes for the headline. " + " ".join(parts) if parts else ""
 
