@@ -67,6 +67,10 @@ def test_frames_follow_the_records(store_root):
     assert causes.loc[("DiffuRec-padattn", "HR@10"), "diff_pct"] == pytest.approx(-10.0)
     assert causes.loc[("DiffuRec-padattn", "HR@10"), "seeds"] == "0"
     assert causes.loc[("DiffuRec-embinit", "HR@10"), "diff_pct"] == pytest.approx(0.0)
+    # ... and against clean SASRec of the same seed (50 rank-0 users): 30 fewer, -15 points, seed 0 only
+    assert causes.loc[("DiffuRec-padattn", "HR@10"), "sasrec_diff_pct"] == pytest.approx(-15.0)
+    assert causes.loc[("DiffuRec-padattn", "HR@10"), "sasrec_seeds"] == "0"
+    assert causes.loc[("DiffuRec-padattn", "HR@10"), "sasrec_ci_high_pct"] < 0
     versus = fidelity.versus_sasrec_frame(CFG, "beauty", values).set_index(["recipe", "metric"])
     assert versus.loc[("paper-es", "HR@10"), "diff_pct"] == pytest.approx(100 * (80 - 65) / 200)
     assert versus.loc[("clean", "HR@10"), "seeds"] == "0,1,2"

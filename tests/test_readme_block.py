@@ -3,6 +3,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -131,6 +132,8 @@ def test_block_answers_the_fidelity_question_from_fidelity_csv(tmp_path):
     cause = (frame["part"] == "cause") & (frame["metric"] == "NDCG@10")
     if not cause.any():
         pytest.skip("no single-cause record in the committed full reports")
+    direct = ["sasrec_diff_pct", "sasrec_ci_low_pct", "sasrec_ci_high_pct"]
+    frame[direct] = np.nan  # no common seed with SASRec: the block weighs Δ against the clean deficit
     frame.loc[cause, ["diff_pct", "ci_low_pct", "ci_high_pct"]] = [9.5, 9.25, 9.75]
     frame.to_csv(path, index=False)
     block = readme.readme_block(root)
@@ -139,3 +142,11 @@ def test_block_answers_the_fidelity_question_from_fidelity_csv(tmp_path):
     frame.loc[cause, ["diff_pct", "ci_low_pct", "ci_high_pct"]] = [0.01, -0.1, 0.12]
     frame.to_csv(path, index=False)
     assert "less than that deficit: no release change run so far turns the headline" in readme.readme_block(root)
+    # the run met SASRec of its seed: the block says where it stands against it, by that interval
+    frame.loc[cause, direct + ["sasrec_seeds"]] = [0.3, 0.05, 0.55, "0"]
+    frame.to_csv(path, index=False)
+    assert ("against SASRec of seed 0 it stands at +0.300 [+0.050, +0.550] (paired over users): above SASRec even "
+            "at its interval's low end") in readme.readme_block(root)
+    frame.loc[cause, direct] = [-0.3, -0.55, -0.05]
+    frame.to_csv(path, index=False)
+    assert "still below SASRec at its interval's high end" in readme.readme_block(root)

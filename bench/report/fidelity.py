@@ -154,8 +154,10 @@ def recipe_frame(cfg: dict, dataset: str, values: dict) -> pd.DataFrame:
 
 
 def cause_frame(cfg: dict, dataset: str, values: dict) -> pd.DataFrame:
-    """Each single-cause run against clean DiffuRec on their common seeds, per SHOWN metric."""
-    clean = values.get(recipes_of(cfg)[reference_of(cfg)][0]) or {}
+    """Each cause run against clean DiffuRec on their common seeds, per SHOWN metric, and (``sasrec_*``)
+    against the reference recipe's SASRec on their common seeds: whether the change lifts DiffuRec past it."""
+    clean_model, sasrec_model = recipes_of(cfg)[reference_of(cfg)]
+    clean, sasrec = values.get(clean_model) or {}, values.get(sasrec_model) or {}
     paper = references(dataset)["paper"]
     rows = []
     for model, what in (cfg.get("causes") or {}).items():
@@ -163,7 +165,7 @@ def cause_frame(cfg: dict, dataset: str, values: dict) -> pd.DataFrame:
         if not runs or not clean:
             continue
         for metric in SHOWN:
-            d = paired_difference(runs, clean, metric)
+            d, vs = paired_difference(runs, clean, metric), paired_difference(runs, sasrec, metric)
             i = METRICS.index(metric)
             clean_mean = 100 * np.mean([np.nanmean(clean[s][i]) for s in d["seeds"]]) if d["seeds"] else np.nan
             gap = paper.get(metric, np.nan) - clean_mean
@@ -171,7 +173,10 @@ def cause_frame(cfg: dict, dataset: str, values: dict) -> pd.DataFrame:
                          "seeds": ",".join(map(str, d["seeds"])), "n_users": d["n_users"],
                          "clean_pct": clean_mean, "diff_pct": 100 * d["diff"], "ci_low_pct": 100 * d["ci_low"],
                          "ci_high_pct": 100 * d["ci_high"], "p": d["p"],
-                         "gap_closed": 100 * (100 * d["diff"]) / gap if np.isfinite(gap) and gap > 0 else np.nan})  # both in points
+                         "gap_closed": 100 * (100 * d["diff"]) / gap if np.isfinite(gap) and gap > 0 else np.nan,  # both in points
+                         "sasrec": sasrec_model, "sasrec_seeds": ",".join(map(str, vs["seeds"])),
+                         "sasrec_diff_pct": 100 * vs["diff"], "sasrec_ci_low_pct": 100 * vs["ci_low"],
+                         "sasrec_ci_high_pct": 100 * vs["ci_high"]})
     return pd.DataFrame(rows)
 
 
@@ -257,9 +262,18 @@ def _recipe_md(recipes: pd.DataFrame) -> str:
 def _cause_md(causes: pd.DataFrame) -> str:
     rows = [[r["model"], r["what"], r["metric"], r["seeds"], f"{r['clean_pct']:.3f}",
              f"{r['diff_pct']:+.3f} {_pm(r['ci_low_pct'], r['ci_high_pct'])}",
-             num(r["gap_closed"], "{:+.0f} %")] for _, r in causes.iterrows() if r["metric"] in ("HR@10", "NDCG@10", "NDCG@5")]
+             num(r["gap_closed"], "{:+.0f} %"), _vs_sasrec(r)]
+            for _, r in causes.iterrows() if r["metric"] in ("HR@10", "NDCG@10", "NDCG@5")]
     return md_table(["Run", "Release difference(s), all else clean", "Metric", "Seed", "Clean DiffuRec %",
-                     "Δ vs clean, points [95 % CI over users]", "Share of the gap to the paper closed"], rows)
+                     "Δ vs clean, points [95 % CI over users]", "Share of the gap to the paper closed",
+                     "Run − SASRec, points [95 % CI over users] (seeds)"], rows)
+
+
+def _vs_sasrec(r) -> str:
+    """'Δ [low, high] (seeds)' of a cause run against the clean SASRec, or '–' without a common seed."""
+    if not np.isfinite(r.get("sasrec_diff_pct", np.nan)):
+        return "–"
+    return f"{r['sasrec_diff_pct']:+.3f} {_pm(r['sasrec_ci_low_pct'], r['sasrec_ci_high_pct'])} ({r['sasrec_seeds']})"
 
 
 def _versus_md(versus: pd.DataFrame) -> str:
@@ -343,7 +357,9 @@ def render_md(cfg: dict, parts: dict, sd_clean: dict, comparable: bool = True) -
             text += ("### Release differences against clean DiffuRec of the same seed (one at a time, then together)\n\n"
                      + _cause_md(p["causes"]) +
                      "\nΔ: cause run − clean DiffuRec, per user, on the same users; interval: paired t over "
-                     "users (conditional on the two trained models). Share of the gap closed: Δ over (paper − clean)"
+                     "users (conditional on the two trained models). Share of the gap closed: Δ over (paper − clean). "
+                     "Run − SASRec: the same paired interval against the clean SASRec of the same seeds, whether "
+                     "the change lifts DiffuRec past it (> 0)"
                      + (f". For scale, clean DiffuRec's NDCG@10 varies by {sd:.3f} points (sample SD) from seed to "
                         "seed." if sd is not None and np.isfinite(sd) else ".") + "\n\n")
         else:

@@ -22,6 +22,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError
@@ -90,6 +91,11 @@ def fidelity_lines(folder: Path, rel: str) -> list[str]:
     return lines
 
 
+def _seeds(value) -> str:
+    """A seeds cell of a CSV as written ('0', '0,1'): pandas reads a lone seed as a number, 0.0 beside NaN."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
 def _what_it_changes(frame: pd.DataFrame, causes: pd.DataFrame) -> str:
     """One sentence per dataset: the largest cause run's change of DiffuRec's NDCG@10 set beside clean DiffuRec's
     NDCG@10 deficit to SASRec, so a reader sees whether fixing the recipe could turn the headline.
@@ -103,7 +109,15 @@ def _what_it_changes(frame: pd.DataFrame, causes: pd.DataFrame) -> str:
         if not len(vs):
             continue
         gap, top = vs.iloc[0]["diff_pct"], causes[causes["dataset"] == dataset].sort_values("diff_pct").iloc[-1]
-        if gap >= 0:
+        direct = top.get("sasrec_diff_pct", np.nan)
+        if np.isfinite(direct):  # the run itself met SASRec of the same seed: say where it stands
+            lo, hi = top["sasrec_ci_low_pct"], top["sasrec_ci_high_pct"]
+            where = ("above SASRec even at its interval's low end" if lo > 0 else
+                     "still below SASRec at its interval's high end" if hi < 0 else
+                     "level with SASRec within its interval")
+            tail = (f"and against SASRec of seed {_seeds(top['sasrec_seeds'])} it stands at {pts(direct)} [{pts(lo)}, {pts(hi)}] "
+                    f"(paired over users): {where}.")
+        elif gap >= 0:
             tail = "clean DiffuRec is not behind SASRec here."
         elif top["ci_low_pct"] + gap > 0:
             tail = "enough, even at its interval's low end, to close that deficit: the headline at NDCG@10 waits on the release-recipe runs."
