@@ -143,6 +143,7 @@ def test_block_answers_the_fidelity_question_from_fidelity_csv(tmp_path):
     frame.to_csv(path, index=False)
     assert "less than that deficit: no release change run so far turns the headline" in readme.readme_block(root)
     # the run met SASRec of its seed: the block says where it stands against it, by that interval
+    frame["sasrec_seeds"] = frame.get("sasrec_seeds", pd.Series(index=frame.index, dtype=object)).astype(object)
     frame.loc[cause, direct + ["sasrec_seeds"]] = [0.3, 0.05, 0.55, "0"]
     frame.to_csv(path, index=False)
     assert ("against SASRec of seed 0 it stands at +0.300 [+0.050, +0.550] (paired over users): above SASRec even "
