@@ -38,8 +38,8 @@ TARGET = "DiffuRec"
 STATEMENT_CHARS = 60  # a claim's statement is cut at a word boundary here; audit.md holds it whole
 
 
-def _read_csv(path: Path) -> pd.DataFrame | None:
-    return pd.read_csv(path) if path.exists() else None
+def _read_csv(path: Path, **kw) -> pd.DataFrame | None:
+    return pd.read_csv(path, **kw) if path.exists() else None
 
 
 def _signed(x) -> str:
@@ -69,7 +69,7 @@ def fidelity_lines(folder: Path, rel: str) -> list[str]:
     """The plain-words answer to "is this the authors' DiffuRec?": fidelity.md's verdict per dataset, then
     each release-difference run so far (one at a time, then together) at NDCG@10 (Δ against clean DiffuRec of the same seed, its
     paired interval over users and the share of the gap to the paper it closes), all from fidelity.csv/.md."""
-    md, frame = folder / "fidelity.md", _read_csv(folder / "fidelity.csv")
+    md, frame = folder / "fidelity.md", _read_csv(folder / "fidelity.csv", dtype={"seeds": str, "sasrec_seeds": str})  # '0,1' stays text
     if frame is None or not md.exists():
         return [f"No fidelity report yet ([fidelity.md]({rel}/fidelity.md) renders once a release-recipe or "
                 "single-cause run has a record).", ""]
@@ -91,11 +91,6 @@ def fidelity_lines(folder: Path, rel: str) -> list[str]:
     return lines
 
 
-def _seeds(value) -> str:
-    """A seeds cell of a CSV as written ('0', '0,1'): pandas reads a lone seed as a number, 0.0 beside NaN."""
-    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
-
-
 def _what_it_changes(frame: pd.DataFrame, causes: pd.DataFrame) -> str:
     """One sentence per dataset: the largest cause run's change of DiffuRec's NDCG@10 set beside clean DiffuRec's
     NDCG@10 deficit to SASRec, so a reader sees whether fixing the recipe could turn the headline.
@@ -115,7 +110,7 @@ def _what_it_changes(frame: pd.DataFrame, causes: pd.DataFrame) -> str:
             where = ("above SASRec even at its interval's low end" if lo > 0 else
                      "still below SASRec at its interval's high end" if hi < 0 else
                      "level with SASRec within its interval")
-            tail = (f"and against SASRec of seed {_seeds(top['sasrec_seeds'])} it stands at {pts(direct)} [{pts(lo)}, {pts(hi)}] "
+            tail = (f"and against SASRec of seed {top['sasrec_seeds']} it stands at {pts(direct)} [{pts(lo)}, {pts(hi)}] "
                     f"(paired over users): {where}.")
         elif gap >= 0:
             tail = "clean DiffuRec is not behind SASRec here."
