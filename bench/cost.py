@@ -201,9 +201,13 @@ def scheduled_hours(mine: dict, cell: dict, similar: list[dict], base_records: l
         names = ', '.join(sorted({r['model'] for r in similar}))
         best = _best_epochs(similar)
         src = f"s/epoch and best epoch of {names} here"
-        if best is None:  # still in training: its best epoch is not known yet
+        if best is None:  # still in training: its final best epoch is not known yet, its best so far is a floor
             best = _best_epochs(base_records)
             src = f"s/epoch of {names} here (in training), its base's best epoch here"
+            so_far = [int(r["best_so_far"]) + 1 for r in similar if r.get("best_so_far") is not None]
+            if so_far and (best is None or max(so_far) > best):
+                best = float(max(so_far))
+                src = f"s/epoch of {names} here (in training) and its best epoch so far (a floor)"
     else:
         best = _best_epochs(base_records)
         src = "its base's best epoch here" if best is not None else "epochs assumed"
@@ -295,8 +299,9 @@ def queue_rows(profile: dict, results_dir, rows: list[dict], data_dir=None,
 
 
 def _as_timing_record(t: dict, profile: dict) -> dict | None:
-    """A run in training as :func:`similar_records` reads a record: its params and its s/epoch so far
-    (no checkpoint: its best epoch is not known yet).  None if the profile no longer has that run."""
+    """A run in training as :func:`similar_records` reads a record: its params, its s/epoch so far and
+    its best epoch so far (``best_so_far``, 0-based; no checkpoint: its final best epoch is not known
+    yet).  None if the profile no longer has that run."""
     from bench.profiles import grid
 
     e = next((x for x in grid(profile) if (x.dataset, x.model, x.seed) == (t["dataset"], t["model"], t["seed"])), None)
@@ -304,7 +309,7 @@ def _as_timing_record(t: dict, profile: dict) -> dict | None:
         return None
     mine, _ = resolve(e, profile)
     return {"dataset": e.dataset, "model": e.model, "base_model": e.base_model, "params": mine,
-            "timing": {"s_per_epoch": t["s_per_epoch"]}}
+            "timing": {"s_per_epoch": t["s_per_epoch"]}, "best_so_far": t.get("best_epoch")}
 
 
 def _cost_like(profile: dict, model: str) -> str | None:

@@ -194,6 +194,14 @@ def test_a_run_in_training_is_projected_from_its_own_epochs_and_lends_its_s_per_
     # its own schedule around the base's best epoch (26 + 10 = 36 epochs), at the run in training's s/epoch
     assert q["SASRec-drop"]["hours"] == pytest.approx(run_hours(36, 600.0, 30.0, drop, {"stop_users": 8000}, 20000, 0))
     assert "s/epoch of SASRec-es here (in training), its base's best epoch" in q["SASRec-drop"]["basis"]
+    # the run in training already improved later than the base ever did: its best so far is the floor
+    # (40 + 10 = 50 epochs), as DiffuRec-paper-es's for DiffuRec-paper; earlier than the base's, it is not
+    for best_so_far, epochs, basis in ((39, 50, "and its best epoch so far (a floor)"), (9, 36, "its base's best epoch")):
+        later = [{**training[0], "best_epoch": best_so_far}]
+        q2 = {r["model"]: r for r in queue_rows(profile, results, rows, training=later)}
+        assert q2["SASRec-drop"]["hours"] == pytest.approx(
+            run_hours(epochs, 600.0, 30.0, drop, {"stop_users": 8000}, 20000, 0))
+        assert basis in q2["SASRec-drop"]["basis"]
     pad, _ = resolve(next(x for x in grid(profile) if x.model == "SASRec-pad"), profile)
     assert q["SASRec-pad"]["hours"] == pytest.approx(run_hours(36, 600.0, 30.0, pad, {"stop_users": 8000}, 20000, 0))
     assert "s/epoch of SASRec-es here (the nearest run)" in q["SASRec-pad"]["basis"]
